@@ -1,0 +1,171 @@
+"""The ``wbclf`` command line.
+
+``train`` takes ``--key=value`` RunConfig fields (the W&B agent's form) through the one config
+parser; the other subcommands use argparse. Every expected failure is one line on stderr,
+``wbclf: error: ...``, and exit code 2; a diverged run exits 3; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+USAGE = """usage: wbclf COMMAND ...
+
+commands:
+  train    [--config FILE.yaml] [--key=value ...] [--print-config] [--resume RUN_DIR]
+  sweep    SWEEP.yaml [--set key=value ...] [--count N] [--workers N] [--storage URL] [--out DIR]
+  report   RUNS_DIR [-o report.html] | --wandb ENTITY/PROJECT --sweep ID [--dry-run]
+  data     synth {toy-lesions|toy-leaves} --out DIR | inspect PATH_OR_NAME [--json] |
+           download {plant-disease|melanoma}
+  predict  RUN_DIR IMAGE_OR_DIR... [-o predictions.csv] [--top-k K] [--tta] [--cam DIR]
+  export   RUN_DIR --format {onnx|torchscript}
+
+`wbclf train --help` lists every RunConfig field with its default.
+"""
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported as one line, exit 2."""
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"wbclf: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    """``wbclf train``: parse --key=value, then print the config or train."""
+    from wbclf.config import field_help, parse_tokens
+
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: wbclf train [--config FILE.yaml] [--key=value ...] [--print-config] "
+              "[--resume RUN_DIR]\n\nfields:\n" + field_help())
+        return 0
+    parsed = parse_tokens(argv)
+    if parsed.print_config:
+        print(json.dumps(parsed.config.to_dict(), indent=2))
+        return 0
+    from wbclf.run import resume_run, train_run
+
+    if parsed.resume:
+        summary = resume_run(parsed.resume, overrides=parsed.overrides)
+    else:
+        summary = train_run(parsed.config)
+    return 0 if summary is not None else 1
+
+
+def _data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wbclf data")
+    sub = parser.add_subparsers(dest="action", required=True)
+    synth = sub.add_parser("synth", help="generate a toy dataset")
+    synth.add_argument("name", choices=["toy-lesions", "toy-leaves"])
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, default=None, help="train images per class")
+    synth.add_argument("--size", type=int, default=None, help="image side in px")
+    synth.add_argument("--seed", type=int, default=0)
+    inspect = sub.add_parser("inspect", help="layout, classes, split counts, skipped files")
+    inspect.add_argument("dataset")
+    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("--data-dir", default=None)
+    download = sub.add_parser("download", help="fetch a Kaggle dataset with kagglehub")
+    download.add_argument("name", choices=["plant-disease", "melanoma"])
+    download.add_argument("--data-dir", default=None)
+    return parser
+
+
+def cmd_data(argv: Sequence[str]) -> int:
+    from wbclf.config import default_data_dir
+
+    args = _data_parser().parse_args(argv)
+    if args.action == "synth":
+        import time
+
+        from wbclf.data.synthetic import synthesize
+
+        start = time.perf_counter()
+        root = synthesize(args.name, args.out, n=args.n, size=args.size, seed=args.seed,
+                          progress=sys.stderr.isatty())
+        print(f"{args.name} written to {root} in {time.perf_counter() - start:.1f}s")
+        return 0
+    if args.action == "inspect":
+        from wbclf.inspect import inspect_dataset, render_inspection
+
+        report = inspect_dataset(args.dataset, args.data_dir or default_data_dir())
+        print(json.dumps(report, indent=2) if args.json else render_inspection(report))
+        return 0
+    from wbclf.data.sources import download
+
+    root = download(args.name, args.data_dir or default_data_dir())
+    print(f"{args.name} installed at {root}")
+    return 0
+
+
+def cmd_sweep(argv: Sequence[str]) -> int:
+    from wbclf.sweep import main as sweep_main
+
+    return sweep_main(argv)
+
+
+def cmd_report(argv: Sequence[str]) -> int:
+    from wbclf.report import main as report_main
+
+    return report_main(argv)
+
+
+def cmd_predict(argv: Sequence[str]) -> int:
+    from wbclf.predict import main as predict_main
+
+    return predict_main(argv)
+
+
+def cmd_export(argv: Sequence[str]) -> int:
+    from wbclf.export import main as export_main
+
+    return export_main(argv)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "data": cmd_data,
+    "predict": cmd_predict,
+    "export": cmd_export,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wbclf`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        guess = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f"; did you mean {guess[0]}?" if guess else ""
+        return fail(f"unknown command '{command}'{hint} (allowed: {', '.join(COMMANDS)})")
+    from wbclf.errors import exit_code_for
+
+    try:
+        return COMMANDS[command](rest)
+    except KeyboardInterrupt:
+        print("wbclf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 -- known errors become one line; others re-raise
+        code = exit_code_for(err)
+        if code is None:
+            raise
+        return fail(str(err).splitlines()[0] if str(err) else type(err).__name__, code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
