@@ -89,7 +89,8 @@ class ImageDataset(Dataset):
             if seed is not None:
                 self.transform.set_random_seed(seed)
             image = self.transform(image=np.asarray(image))["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        # copy: memmap rows are read-only, and torch wants memory it may own
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
         return tensor, int(self.labels[i])
 
 
@@ -163,9 +164,10 @@ def iter_eval_batches(dataset: ImageDataset, batch_size: int
             if dataset._array is None:
                 dataset._array = dataset.cache.open()
             rows = dataset.rows[start:stop]
-            images = np.asarray(dataset._array[rows[0]:rows[-1] + 1]) \
+            # one contiguous read when the rows are consecutive (they are, for eval splits)
+            images = np.array(dataset._array[rows[0]:rows[-1] + 1]) \
                 if rows[-1] - rows[0] == len(rows) - 1 else dataset._array[rows]
-            yield torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), labels
+            yield torch.from_numpy(images).permute(0, 3, 1, 2), labels
         else:
             items = [dataset[i] for i in range(start, stop)]
             keep = [k for k, item in enumerate(items) if item is not None]
