@@ -24,6 +24,8 @@ def exit_code_for(err: BaseException) -> int | None:
         return 2
     if isinstance(err, (PermissionError, OSError)) and getattr(err, "filename", None):
         return 2
+    if type(err).__name__ in ("WeightsNotFoundError", "PackagedWeightsError"):
+        return 2
     if _is_cuda_oom(err):
         return 2
     return None

@@ -1,0 +1,383 @@
+"""One run end to end: data, model, fit, final evaluation on the best checkpoint, summary.
+
+``train_run`` starts a run; ``resume_run`` continues one from ``checkpoints/last.pt`` into the
+same run directory and the same W&B run.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from wbclf import metrics as M
+from wbclf.checkpoint import load_checkpoint, model_state, rng_state, save_atomic, set_rng_state
+from wbclf.config import RunConfig, build_config
+from wbclf.data.datasets import DataBundle, prepare_data
+from wbclf.data.splits import save_splits
+from wbclf.data.transforms import DeviceNormalizer
+from wbclf.device import Hardware, resolve_hardware
+from wbclf.engine import FitState, fit, progress_enabled
+from wbclf.errors import DivergedError, RunError
+from wbclf.loggers import LocalRunLogger, Logger, MultiLogger
+from wbclf.optim import build_optimizer, build_scheduler, current_lrs
+from wbclf.records import Evaluation, SamplePredictions
+from wbclf.strategies import TrainingPlan, build_plan
+
+EpochCallback = Callable[[int, dict[str, float]], bool]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    dataset = Path(cfg.dataset).name if "/" in cfg.dataset else cfg.dataset
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{dataset}-{cfg.model}-{cfg.strategy}-{stamp}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _new_run_dir(cfg: RunConfig) -> Path:
+    name = cfg.run_name or default_run_name(cfg)
+    run_dir = Path(cfg.out_dir) / name
+    if (run_dir / "checkpoints").exists() or (run_dir / "summary.json").exists():
+        raise RunError(f"run directory {run_dir} already holds a run; continue it with "
+                       f"`wbclf train --resume {run_dir}` or choose another run_name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
+
+def pick_sample_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A fixed, seeded, class-balanced subset of positions (round-robin over classes)."""
+    rng = np.random.default_rng([seed, 7])
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < min(count, len(labels)):
+        for pool in pools:
+            if pool and len(chosen) < count:
+                chosen.append(int(pool.pop()))
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def _default_loggers(cfg: RunConfig, group: str | None, tags: Sequence[str]) -> list[Logger]:
+    loggers: list[Logger] = [LocalRunLogger()]
+    if cfg.wandb_mode != "disabled":
+        from wbclf.wandb_logger import WandbLogger
+
+        loggers.append(WandbLogger(mode=cfg.wandb_mode, project=cfg.project, group=group,
+                                   tags=tags))
+    return loggers
+
+
+class Run:
+    """The state of one run while it trains (built by :func:`train_run` / :func:`resume_run`)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, logger: Logger, *,
+                 epoch_callback: EpochCallback | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.logger = logger
+        self.epoch_callback = epoch_callback
+        self.progress = progress_enabled()
+        self.hw: Hardware = resolve_hardware(cfg.device, cfg.precision)
+        seed_everything(cfg.seed)
+        self.data: DataBundle = prepare_data(cfg, progress=self.progress)
+        self.plan: TrainingPlan = build_plan(cfg, self.data, self.hw, progress=self.progress)
+        self.model = self.plan.model
+        mean, std = self.plan.data_config["mean"], self.plan.data_config["std"]
+        self.normalizer = DeviceNormalizer(mean, std, channels_last=self.hw.channels_last
+                                           ).to(self.hw.device)
+        self.criterion = self._criterion()
+        self.optimizer = build_optimizer(cfg.optimizer, self.plan.param_groups, cfg.lr,
+                                         cfg.weight_decay)
+        steps = cfg.epochs * self.plan.steps_per_epoch
+        warmup = cfg.warmup_epochs * self.plan.steps_per_epoch
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, total_steps=steps,
+                                         warmup_steps=warmup)
+        self.scaler = torch.amp.GradScaler("cuda") \
+            if self.hw.autocast_dtype == torch.float16 else None
+        self.state = FitState()
+        val_labels = self.data.labels("val")
+        self.sample_rows = pick_sample_indices(val_labels, cfg.log_samples, cfg.seed)
+
+    def _criterion(self) -> torch.nn.Module:
+        weight = None
+        if self.cfg.class_weighting == "balanced":
+            counts = self.data.class_counts("train").astype(np.float64)
+            # inverse frequency, scaled so the mean weight is 1 (same loss scale as unweighted)
+            inv = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0)
+            weight = torch.tensor(inv, dtype=torch.float32, device=self.hw.device)
+        return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": model_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "fit_state": vars(self.state).copy(),
+            "rng": rng_state(),
+            "class_names": self.data.classes,
+            "config": self.cfg.to_dict(),
+            "data_config": self.plan.data_config,
+            "weights": self.plan.weight_source,
+            "format": 1,
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt["class_names"] != self.data.classes:
+            raise RunError(f"checkpoint classes {ckpt['class_names'][:4]}... do not match the "
+                           f"dataset's {self.data.classes[:4]}...; it belongs to another dataset")
+        try:
+            self.plan.load_model_state(ckpt["model"])
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise RunError(f"checkpoint does not fit model '{self.cfg.model}': {first}") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = FitState(**ckpt["fit_state"])
+        set_rng_state(ckpt["rng"])
+
+    # ----------------------------------------------------------------- per epoch
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        self.plan.before_epoch(epoch, self.optimizer)
+        figures = self.plan.train_epoch(
+            epoch, optimizer=self.optimizer, scheduler=self.scheduler,
+            criterion=self.criterion, normalizer=self.normalizer, scaler=self.scaler)
+        figures.update(current_lrs(self.optimizer))
+        return figures
+
+    def evaluate_split(self, split: str, threshold: float | None = None, *,
+                       epoch: int | None = None) -> Evaluation:
+        loss, labels, probs = self.plan.evaluate(split, criterion=self.criterion,
+                                                 normalizer=self.normalizer)
+        if not (np.isfinite(loss) and np.isfinite(probs).all()):
+            # finite training loss, yet weights so large that the logits overflow
+            lr = current_lrs(self.optimizer).get("lr", float("nan"))
+            where = f"epoch {epoch}, step {self.plan.steps_per_epoch}" if epoch else "the end"
+            raise DivergedError(f"diverged at {where} (lr={lr:.3g}): {split} outputs are "
+                                "NaN/inf; lower lr or enable batch_norm")
+        metrics = M.compute_metrics(labels, probs, self.data.classes, threshold=threshold)
+        metrics["loss"] = loss
+        paths = [s.path for s in self.data.splits[split]]
+        return Evaluation(split=split, labels=labels, probs=probs, loss=loss, metrics=metrics,
+                          class_names=self.data.classes, threshold=threshold, paths=paths)
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        ev = self.evaluate_split("val", epoch=epoch)
+        self._last_val = ev
+        return M.prefixed(_overall(ev.metrics), "val/")
+
+    def samples(self, ev: Evaluation, rows: np.ndarray) -> SamplePredictions:
+        dataset = self.data.dataset(ev.split)
+        images = np.stack([np.asarray(dataset.image(int(i))) for i in rows]) if len(rows) \
+            else np.zeros((0, self.cfg.image_size, self.cfg.image_size, 3), np.uint8)
+        preds = ev.preds[rows]
+        return SamplePredictions(
+            images=images, labels=ev.labels[rows], preds=preds,
+            confidences=ev.probs[rows, preds] if len(rows) else np.zeros(0),
+            class_names=self.data.classes, paths=[ev.paths[i] for i in rows],
+            cams=self.plan.cams(images, preds) if len(rows) else None)
+
+    def on_epoch_end(self, epoch: int, figures: dict[str, float], improved: bool) -> bool:
+        self.logger.log_epoch(epoch, figures)
+        every = max(1, self.cfg.epochs // 4)
+        if self.cfg.log_samples and (epoch % every == 0 or epoch == self.cfg.epochs):
+            self.logger.log_samples(epoch, self.samples(self._last_val, self.sample_rows),
+                                    "val_samples")
+        ckpt = self.checkpoint()
+        save_atomic(ckpt, self.run_dir / "checkpoints" / "last.pt")
+        if improved:
+            save_atomic(ckpt, self.run_dir / "checkpoints" / "best.pt")
+        line = (f"epoch {epoch}/{self.cfg.epochs}  train/loss {figures['train/loss']:.4f}  "
+                f"val/acc {figures['val/acc']:.4f}  {figures['time_s']:.1f}s")
+        print(line + ("  *" if improved else ""), flush=True)
+        if self.epoch_callback is not None:
+            return bool(self.epoch_callback(epoch, figures))
+        return False
+
+    # ----------------------------------------------------------------- the end
+
+    def final_summary(self) -> dict[str, Any]:
+        best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.hw.device)
+        self.plan.load_model_state(best["model"])
+        binary = len(self.data.classes) == 2
+        val = self.evaluate_split("val")
+        summary: dict[str, Any] = M.prefixed(_overall(val.metrics), "val/")
+        summary["val/acc"] = self.state.best_acc  # the best epoch's figure (= the sweep metric)
+        threshold = None
+        if binary:
+            # The decision threshold is chosen on val (Youden's J), then applied to test.
+            threshold = M.choose_threshold(val.labels, val.probs[:, 1])
+            val = self.evaluate_split("val", threshold)
+            for key in ("sensitivity", "specificity", "threshold"):
+                summary[f"val/{key}"] = val.metrics[key]
+        test = self.evaluate_split("test", threshold)
+        summary.update(M.prefixed(test.metrics, "test/"))
+        self.logger.log_evaluation(val)
+        self.logger.log_evaluation(test)
+        if self.cfg.log_samples:
+            self.logger.log_samples(self.state.best_epoch, self.samples(val, self.sample_rows),
+                                    "best_samples")
+            self.logger.log_mistakes(self.samples(test, worst_mistakes(test, 16)))
+        total, trainable = self.plan.param_counts()
+        summary.update({
+            "best_epoch": self.state.best_epoch,
+            "epochs_run": self.state.epoch,
+            "stopped": self.state.stopped or "completed",
+            "model/params": total,
+            "model/trainable_params": trainable,
+            "model/flops": self.plan.flops(),
+            "train/time_s": self.state.train_time_s,
+            "train/images_per_s": self.state.train_images / self.state.train_time_s
+            if self.state.train_time_s > 0 else 0.0,
+            "data/train_images": len(self.data.splits["train"]),
+            "data/val_images": len(self.data.splits["val"]),
+            "data/test_images": len(self.data.splits["test"]),
+            "data/skipped": len(self.data.skipped),
+            "data/skipped_files": self.data.skipped,
+            "data/warnings": self.data.warnings,
+            "weights/source": self.plan.weight_source.get("kind", "random"),
+            "weights/detail": self.plan.weight_source.get("detail", ""),
+            "device": str(self.hw.device),
+        })
+        return summary
+
+
+def _overall(metrics: dict[str, float]) -> dict[str, float]:
+    """The split-level figures of a metrics dict (no per-class or threshold keys)."""
+    keep = ("acc", "balanced_acc", "macro_f1", "loss", "auc")
+    return {k: v for k, v in metrics.items() if k in keep}
+
+
+def worst_mistakes(ev: Evaluation, k: int) -> np.ndarray:
+    """Positions of the ``k`` most confident wrong predictions."""
+    preds = ev.preds
+    wrong = np.flatnonzero(preds != ev.labels)
+    confidence = ev.probs[wrong, preds[wrong]]
+    return wrong[np.argsort(-confidence)[:k]]
+
+
+def oom_message(cfg: RunConfig) -> str:
+    """What to do when a batch does not fit on the GPU."""
+    return (f"CUDA out of memory with batch_size={cfg.batch_size} at image_size="
+            f"{cfg.image_size} (model {cfg.model}); lower batch_size (e.g. "
+            f"{max(1, cfg.batch_size // 2)}) or image_size, or use precision=bf16")
+
+
+def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
+    """Fit, evaluate and summarize; every way out leaves the loggers finished."""
+    cfg = run.cfg
+    run.logger.start(cfg=cfg, run_dir=run.run_dir, class_names=run.data.classes, resume=resume,
+                     start_epoch=run.state.epoch + 1)
+    status = "failed"
+    try:
+        if run.data.skipped:
+            print(f"skipped {len(run.data.skipped)} unreadable file(s); listed in summary.json "
+                  "under data/skipped_files", flush=True)
+        fit(epochs=cfg.epochs, state=run.state, run_epoch=run.run_epoch, validate=run.validate,
+            on_epoch_end=run.on_epoch_end, early_stopping=cfg.early_stopping)
+        summary = run.final_summary()
+        status = "pruned" if run.state.stopped == "pruned" else "finished"
+        summary["status"] = status
+        run.logger.log_summary(summary)
+        return summary
+    except DivergedError as err:
+        status = "diverged"
+        run.logger.log_summary({"status": status, "error": str(err),
+                                "epochs_run": run.state.epoch})
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except torch.cuda.OutOfMemoryError:
+        run.logger.log_summary({"status": status, "error": oom_message(cfg)})
+        raise RunError(oom_message(cfg)) from None
+    except Exception as err:
+        run.logger.log_summary({"status": status, "error": f"{type(err).__name__}: {err}"})
+        raise
+    finally:
+        run.logger.finish(status)
+
+
+def train_run(cfg: RunConfig, *, epoch_callback: EpochCallback | None = None,
+              group: str | None = None, tags: Sequence[str] = (),
+              loggers: Sequence[Logger] | None = None) -> dict[str, Any]:
+    """Train a new run described by ``cfg``; returns its summary."""
+    run_dir = _new_run_dir(cfg)
+    _write_yaml(run_dir / "config.yaml", cfg.to_dict())
+    logger = MultiLogger(list(loggers) if loggers is not None
+                         else _default_loggers(cfg, group, tags))
+    start = time.perf_counter()
+    run = Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
+    save_splits(run_dir / "splits.json", run.data.splits, _IndexView(run.data))
+    summary = _execute(run, resume=False)
+    print(f"run finished in {time.perf_counter() - start:.1f}s: val/acc "
+          f"{summary['val/acc']:.4f}, test/acc {summary['test/acc']:.4f} -> {run_dir}")
+    return summary
+
+
+def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
+               epoch_callback: EpochCallback | None = None, group: str | None = None,
+               tags: Sequence[str] = (), loggers: Sequence[Logger] | None = None
+               ) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt``."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise RunError(f"nothing to resume in '{run_dir}': no config.yaml (is it a run "
+                       "directory?)")
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        import json
+
+        status = json.loads(summary_path.read_text()).get("status")
+        if status in ("finished", "pruned"):
+            raise RunError(f"run '{run_dir}' already {status}; nothing to resume")
+    saved = yaml.safe_load(config_path.read_text())
+    # Only fields that do not change what is being trained may differ on resume.
+    allowed = {"device", "num_workers", "wandb_mode", "precision", "log_samples", "compile"}
+    changes = {k: v for k, v in (overrides or {}).items() if k in allowed}
+    cfg = build_config(saved, changes)
+    last = run_dir / "checkpoints" / "last.pt"
+    logger = MultiLogger(list(loggers) if loggers is not None
+                         else _default_loggers(cfg, group, tags))
+    run = Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
+    if last.is_file():
+        run.restore(load_checkpoint(last, run.hw.device))
+        print(f"resuming {run_dir} after epoch {run.state.epoch}", flush=True)
+    else:
+        print(f"no checkpoint in {run_dir}; starting it from epoch 1", flush=True)
+    return _execute(run, resume=True)
+
+
+class _IndexView:
+    """What :func:`save_splits` needs from a dataset index, taken from a DataBundle."""
+
+    def __init__(self, data: DataBundle) -> None:
+        self.root = data.root
+        self.layout = data.layout
+        self.classes = data.classes
+
