@@ -62,3 +62,14 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "wbclf.cli", *args], capture_output=True,
                           text=True, env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """URL of the PostgreSQL server that `.ci/run` starts; skipped without one, except in CI."""
+    url = os.environ.get("WBCLF_TEST_POSTGRES_URL", "")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide WBCLF_TEST_POSTGRES_URL (.ci/postgres.sh)")
+        pytest.skip("no PostgreSQL server (set WBCLF_TEST_POSTGRES_URL)")
+    return url

@@ -140,6 +140,20 @@ COMMANDS = {
 }
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler, a sweep runner, `kill`) stops like Ctrl-C: loggers finish, the
+    W&B run is marked, and the last complete checkpoint stays as it was."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wbclf`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -155,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"unknown command '{command}'{hint} (allowed: {', '.join(COMMANDS)})")
     from wbclf.errors import exit_code_for
 
+    _sigterm_as_interrupt()
     try:
         return COMMANDS[command](rest)
     except KeyboardInterrupt:
