@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -36,12 +37,22 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Serialize in memory first: torch's zip writer turns a failed write (full disk) into an
+    # opaque RuntimeError, while a plain file write raises the OSError that says why.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     try:
         with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        from wbclf.errors import RunError
+
+        kept = "the previous one is intact" if path.exists() else "no earlier copy exists"
+        raise RunError(f"could not write {path} ({err.strerror or err}); {kept}") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

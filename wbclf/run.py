@@ -54,7 +54,14 @@ def _new_run_dir(cfg: RunConfig) -> Path:
     if (run_dir / "checkpoints").exists() or (run_dir / "summary.json").exists():
         raise RunError(f"run directory {run_dir} already holds a run; continue it with "
                        f"`wbclf train --resume {run_dir}` or choose another run_name")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise RunError(f"cannot write the run directory {run_dir} ({err.strerror or err}); "
+                       "choose a writable out_dir") from None
     return run_dir
 
 
@@ -202,15 +209,18 @@ class Run:
             cams=self.plan.cams(images, preds) if len(rows) else None)
 
     def on_epoch_end(self, epoch: int, figures: dict[str, float], improved: bool) -> bool:
+        # Checkpoint first (best before last), then log: a kill in between leaves an epoch
+        # that is saved but not logged, which the resume re-logs from the checkpoint's
+        # history; the reverse order would log an epoch twice.
+        ckpt = self.checkpoint()
+        if improved:
+            save_atomic(ckpt, self.run_dir / "checkpoints" / "best.pt")
+        save_atomic(ckpt, self.run_dir / "checkpoints" / "last.pt")
         self.logger.log_epoch(epoch, figures)
         every = max(1, self.cfg.epochs // 4)
         if self.cfg.log_samples and (epoch % every == 0 or epoch == self.cfg.epochs):
             self.logger.log_samples(epoch, self.samples(self._last_val, self.sample_rows),
                                     "val_samples")
-        ckpt = self.checkpoint()
-        save_atomic(ckpt, self.run_dir / "checkpoints" / "last.pt")
-        if improved:
-            save_atomic(ckpt, self.run_dir / "checkpoints" / "best.pt")
         line = (f"epoch {epoch}/{self.cfg.epochs}  train/loss {figures['train/loss']:.4f}  "
                 f"val/acc {figures['val/acc']:.4f}  {figures['time_s']:.1f}s")
         print(line + ("  *" if improved else ""), flush=True)
@@ -263,6 +273,7 @@ class Run:
             "weights/detail": self.plan.weight_source.get("detail", ""),
             "device": str(self.hw.device),
         })
+        summary.update(self.plan.extra_summary())
         return summary
 
 
@@ -287,6 +298,25 @@ def oom_message(cfg: RunConfig) -> str:
             f"{max(1, cfg.batch_size // 2)}) or image_size, or use precision=bf16")
 
 
+def _add_wandb_config(logger: Logger, values: dict[str, Any]) -> None:
+    """Add facts known only once the run is built (where the weights came from) to the W&B
+    run config, next to the RunConfig fields, so runs can be grouped and filtered by them."""
+    for inner in getattr(logger, "loggers", [logger]):
+        config = getattr(getattr(inner, "run", None), "config", None)
+        if config is not None and hasattr(config, "update"):
+            config.update(values, allow_val_change=True)
+
+
+def _relog_unlogged_epochs(run: Run) -> None:
+    """Epochs the checkpoint holds but ``metrics.jsonl`` lacks (killed between the two)."""
+    from wbclf.loggers import read_metrics
+
+    logged = {row["epoch"] for row in read_metrics(run.run_dir / "metrics.jsonl")}
+    for figures in run.state.history:
+        if int(figures["epoch"]) not in logged:
+            run.logger.log_epoch(int(figures["epoch"]), dict(figures))
+
+
 def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
     """Fit, evaluate and summarize; every way out leaves the loggers finished."""
     cfg = run.cfg
@@ -294,6 +324,8 @@ def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
                      start_epoch=run.state.epoch + 1)
     status = "failed"
     try:
+        _add_wandb_config(run.logger, {"weights_source": run.plan.weight_source.get("kind", ""),
+                                       "weights_detail": run.plan.weight_source.get("detail", "")})
         if run.data.skipped:
             print(f"skipped {len(run.data.skipped)} unreadable file(s); listed in summary.json "
                   "under data/skipped_files", flush=True)
