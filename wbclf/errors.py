@@ -18,7 +18,8 @@ def exit_code_for(err: BaseException) -> int | None:
 
     if isinstance(err, DivergedError):
         return 3
-    if isinstance(err, (ConfigError, DatasetError, RunError, FileNotFoundError)):
+    if isinstance(err, (ConfigError, DatasetError, RunError, FileNotFoundError,
+                        FileExistsError)):
         return 2
     if isinstance(err, ValueError) and type(err).__module__.startswith("wbclf"):
         return 2

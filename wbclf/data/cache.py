@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
@@ -186,7 +187,10 @@ def _build(paths: Sequence[str], size: int, data_path: Path, workers: int,
     bar = _progress(count, show)
     try:
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # spawn, not fork: a forked child of a process that already ran OpenCV's thread
+            # pool can deadlock inside OpenCV (seen with opencv 5.0 here).
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 for job, result in zip(jobs, pool.map(_decode_chunk, jobs)):
                     failed.update(result)
                     bar.update(len(job[4]))
