@@ -25,12 +25,15 @@ def _isolated_dirs(tmp_path_factory):
     """Datasets, caches and wandb files go to a session temp dir, never the user's home."""
     base = tmp_path_factory.mktemp("wbclf-home")
     old = {k: os.environ.get(k) for k in ("WBCLF_DATA_DIR", "WBCLF_CACHE_DIR", "WANDB_DIR",
-                                           "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR")}
+                                           "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR",
+                                           "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR")}
     os.environ["WBCLF_DATA_DIR"] = str(base / "datasets")
     os.environ["WBCLF_CACHE_DIR"] = str(base / "cache")
     os.environ["WANDB_DIR"] = str(base / "wandb")
     os.environ["WANDB_CONFIG_DIR"] = str(base / "wandb-config")
     os.environ["WANDB_CACHE_DIR"] = str(base / "wandb-cache")
+    os.environ["WANDB_DATA_DIR"] = str(base / "wandb-data")  # table images are staged here
+    os.environ["WANDB_ARTIFACT_DIR"] = str(base / "wandb-artifacts")
     yield base
     for key, value in old.items():
         if value is None:

@@ -320,10 +320,10 @@ def _relog_unlogged_epochs(run: Run) -> None:
 def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
     """Fit, evaluate and summarize; every way out leaves the loggers finished."""
     cfg = run.cfg
-    run.logger.start(cfg=cfg, run_dir=run.run_dir, class_names=run.data.classes, resume=resume,
-                     start_epoch=run.state.epoch + 1)
     status = "failed"
     try:
+        run.logger.start(cfg=cfg, run_dir=run.run_dir, class_names=run.data.classes,
+                         resume=resume, start_epoch=run.state.epoch + 1)
         _add_wandb_config(run.logger, {"weights_source": run.plan.weight_source.get("kind", ""),
                                        "weights_detail": run.plan.weight_source.get("detail", "")})
         if run.data.skipped:

@@ -1,0 +1,321 @@
+"""Figures of a run directory: confusion matrix, sample grids, ROC/PR curves, Grad-CAM overlays.
+
+Everything uses matplotlib's object API (``matplotlib.figure.Figure``, rendered by Agg) and
+never ``pyplot``: no global figure registry, no GUI backend, nothing to close, and trials
+running in threads of one process cannot draw into each other's figures.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from numpy.typing import ArrayLike
+
+from wbclf.records import SamplePredictions
+
+__all__ = [
+    "cam_overlay",
+    "confusion_matrix_figure",
+    "display_name",
+    "roc_figure",
+    "samples_grid",
+    "save_figure_atomic",
+]
+
+CORRECT_COLOR = "#1a7f37"
+MISTAKE_COLOR = "#d1242f"
+
+
+def display_name(name: str, max_len: int = 40) -> str:
+    """A class name as a figure label: ``Corn_(maize)___Common_rust_`` -> ``Corn (maize) /
+    Common rust``.
+
+    The plant-disease names join crop and condition with ``___`` and words with ``_``; spaces
+    read better in a figure. Names longer than ``max_len`` lose their middle to an ellipsis, so
+    that two long names that differ only at the end stay distinct.
+    """
+    text = " ".join(name.replace("___", " / ").replace("_", " ").split()) or name
+    if len(text) <= max_len:
+        return text
+    head = (max_len - 1) // 2
+    tail = max_len - 1 - head
+    return f"{text[:head]}…{text[-tail:]}"
+
+
+# --------------------------------------------------------------------------- confusion matrix
+
+
+def confusion_matrix_figure(
+    cm: ArrayLike, class_names: Sequence[str], *, title: str = "Confusion matrix"
+) -> Figure:
+    """Counts in the cells, colour by the row-normalized value (the recall of each true class).
+
+    Colouring by counts would hide every mistake of a small class next to a big one; the row
+    fraction makes each row comparable. Zero cells stay empty so that mistakes stand out. The
+    figure grows with the number of classes so that 38 long names stay readable.
+
+    Args:
+        cm: ``(C, C)`` counts, rows true, columns predicted.
+        class_names: Class names in label-index order.
+        title: Figure title.
+    """
+    counts = np.asarray(cm, dtype=np.int64)
+    c = len(class_names)
+    if counts.shape != (c, c):
+        raise ValueError(f"cm must be ({c}, {c}) for {c} class names, got {counts.shape}")
+    totals = counts.sum(axis=1, keepdims=True)
+    frac = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+
+    labels = [display_name(n, 48) for n in class_names]
+    longest = max(len(s) for s in labels) + 6  # the y labels carry " (count)"
+    font = float(np.clip(220 / max(c, 1), 5.5, 10))
+    label_in = longest * font * 0.55 / 72 + 0.4  # room the tick labels take, in inches
+    cell_in = float(np.clip(7.5 / max(c, 1), 0.26, 1.2))
+    side = max(c * cell_in, 3.2)
+    upright = max(len(s) for s in labels) <= 12  # short names read better horizontally
+    fig = Figure(figsize=(side + label_in + 1.6, side + (0.5 if upright else label_in) + 1.0),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("fraction of the true class", fontsize=font)
+    bar.ax.tick_params(labelsize=font)
+
+    cell_font = float(np.clip(font * (0.9 if counts.max() < 1000 else 0.75), 4.5, 10))
+    for i, j in zip(*np.nonzero(counts)):
+        color = "white" if frac[i, j] > 0.55 else "black"
+        weight = "bold" if i == j else "normal"
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=cell_font,
+                color=color, fontweight=weight)
+
+    ax.set_xticks(range(c), labels, rotation=0 if upright else 90, fontsize=font)
+    ax.set_yticks(range(c), [f"{s} ({int(n)})" for s, n in zip(labels, totals[:, 0])],
+                  fontsize=font)
+    ax.set_xlabel("predicted", fontsize=font + 1)
+    ax.set_ylabel("true (count)", fontsize=font + 1)
+    # Light grid between the cells helps following a row across 38 columns.
+    ax.set_xticks(np.arange(-0.5, c, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, c, 1), minor=True)
+    ax.grid(which="minor", color="#d0d7de", linewidth=0.4)
+    ax.tick_params(which="minor", length=0)
+    total = int(counts.sum())
+    acc = np.trace(counts) / total if total else float("nan")
+    ax.set_title(f"{title}  (n={total}, accuracy {acc:.3f})", fontsize=font + 2)
+    return fig
+
+
+# --------------------------------------------------------------------------- sample grids
+
+
+def cam_overlay(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.55) -> np.ndarray:
+    """Blend a Grad-CAM heat map over an image.
+
+    The heat map is weighted by the CAM itself, so that regions the model ignored show the
+    plain image and only the regions it used turn warm.
+
+    Args:
+        image: ``(H, W, 3)`` (or ``(H, W)``) uint8 image.
+        cam: ``(h, w)`` map in [0, 1]; resized to ``(H, W)`` when the sizes differ.
+        alpha: Opacity of the heat map where the CAM is 1.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    from matplotlib import colormaps
+
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] < 3:
+        raise ValueError(f"image must be (H, W, 3), got shape {img.shape}")
+    img = img[..., :3].astype(np.float32)
+    heat = np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0)
+    if heat.ndim != 2:
+        raise ValueError(f"cam must be (H, W), got shape {heat.shape}")
+    if heat.shape != img.shape[:2]:
+        heat = _resize(heat, img.shape[:2])
+    heat = np.clip(heat, 0.0, 1.0)
+    colored = colormaps["jet"](heat)[..., :3].astype(np.float32) * 255.0
+    weight = (alpha * heat)[..., None]
+    return np.clip(img * (1.0 - weight) + colored * weight, 0, 255).astype(np.uint8)
+
+
+def _resize(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(
+        (shape[1], shape[0]), Image.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.float32)
+
+
+def samples_grid(
+    samples: SamplePredictions, cols: int = 8, *, title: str | None = None
+) -> Figure:
+    """A grid of images with their true class, prediction and confidence.
+
+    Correct predictions have a green caption; mistakes a red caption and a red frame. When
+    ``samples.cams`` is set, each image is shown with its Grad-CAM overlay beside it.
+
+    Args:
+        samples: The images and what the model said about them.
+        cols: Images per row at most.
+        title: Figure title.
+    """
+    n = len(samples.images)
+    with_cam = samples.cams is not None
+    if n == 0:
+        fig = Figure(figsize=(4, 1.5))
+        fig.text(0.5, 0.5, f"{title or 'samples'}: none", ha="center", va="center")
+        return fig
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    cell_w = 3.3 if with_cam else 1.9
+    fig = Figure(figsize=(cols * cell_w, rows * 2.6 + (0.5 if title else 0.1)),
+                 layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    correct = samples.correct
+    names = samples.class_names
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.set_axis_off()
+            continue
+        picture = np.asarray(samples.images[k])
+        if with_cam:
+            overlay = cam_overlay(picture, samples.cams[k])
+            gap = np.full((picture.shape[0], max(2, picture.shape[1] // 32), 3), 255, np.uint8)
+            picture = np.concatenate([_rgb(picture), gap, overlay], axis=1)
+        ax.imshow(_rgb(picture), interpolation="antialiased")
+        ok = bool(correct[k])
+        color = CORRECT_COLOR if ok else MISTAKE_COLOR
+        width = 44 if with_cam else 26
+        true_text = _caption(f"true: {names[int(samples.labels[k])]}", width)
+        # Confidence before the name: a long name is cut, never the number.
+        pred_text = _caption(f"pred {samples.confidences[k]:.2f}: {names[int(samples.preds[k])]}",
+                             width)
+        ax.set_title(f"{true_text}\n{pred_text}", fontsize=6.5, color=color, loc="left")
+        for spine in ax.spines.values():
+            spine.set_visible(not ok)
+        if not ok:
+            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
+                                   edgecolor=MISTAKE_COLOR, linewidth=4, clip_on=False))
+    if title:
+        fig.suptitle(f"{title}  ({int(correct.sum())}/{n} correct)", fontsize=10)
+    return fig
+
+
+def _caption(text: str, width: int) -> str:
+    """``text`` as a display name on two lines at most of about ``width`` characters."""
+    # Word wrapping wastes the end of each line: shorten (in the middle) a bit more than 2x.
+    short = display_name(text, int(1.8 * width))
+    return "\n".join(textwrap.wrap(short, width=width, max_lines=2, placeholder="…"))
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+
+
+# --------------------------------------------------------------------------- ROC / PR
+
+
+def roc_figure(
+    y_true: ArrayLike,
+    p_positive: ArrayLike,
+    *,
+    positive_name: str = "positive",
+    threshold: float | None = None,
+    title: str = "",
+) -> Figure:
+    """ROC and precision-recall curves of a binary problem, side by side.
+
+    The operating point of ``threshold`` (positive iff ``p >= threshold``) is marked on both,
+    with its sensitivity and specificity: for a screening task that point matters more than
+    the area.
+
+    Args:
+        y_true: Binary labels, 1 = positive.
+        p_positive: Scores of the positive class.
+        positive_name: Name of class 1, for the labels.
+        threshold: The decision threshold in use (e.g. chosen on val); None: not marked.
+        title: Figure title.
+    """
+    from wbclf.metrics import pr_points, roc_points
+
+    y = np.asarray(y_true).astype(np.int64)
+    p = np.asarray(p_positive, dtype=np.float64)
+    fpr, tpr, _ = roc_points(y, p)
+    precision, recall, _ = pr_points(y, p)
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    ax_roc, ax_pr = fig.subplots(1, 2)
+    name = display_name(positive_name)
+
+    if len(fpr):
+        auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(
+            np.trapz(tpr, fpr))
+        ax_roc.plot(fpr, tpr, color="#0969da", linewidth=2, label=f"ROC (AUC {auc:.3f})")
+    else:
+        ax_roc.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
+    ax_roc.plot([0, 1], [0, 1], color="#8c959f", linestyle="--", linewidth=1, label="chance")
+    ax_roc.set_xlabel("false positive rate (1 - specificity)")
+    ax_roc.set_ylabel(f"true positive rate (sensitivity, {name})")
+
+    if len(recall):
+        # Average precision: precision at each recall step (recall is decreasing here).
+        ap = float(-np.sum(np.diff(recall) * precision[:-1]))
+        ax_pr.step(recall, precision, where="post", color="#8250df", linewidth=2,
+                   label=f"PR (AP {ap:.3f})")
+        prevalence = float((y == 1).mean())
+        ax_pr.axhline(prevalence, color="#8c959f", linestyle="--", linewidth=1,
+                      label=f"prevalence {prevalence:.3f}")
+    else:
+        ax_pr.text(0.5, 0.5, "undefined: no positives", ha="center", va="center")
+    ax_pr.set_xlabel(f"recall (sensitivity, {name})")
+    ax_pr.set_ylabel("precision")
+
+    if threshold is not None and len(y):
+        pred = p >= threshold
+        pos, neg = y == 1, y == 0
+        sens = float(pred[pos].mean()) if pos.any() else float("nan")
+        spec = float((~pred[neg]).mean()) if neg.any() else float("nan")
+        prec = float(pos[pred].mean()) if pred.any() else float("nan")
+        label = f"threshold {threshold:.3f}: sens {sens:.3f}, spec {spec:.3f}"
+        ax_roc.plot([1 - spec], [sens], "o", color=MISTAKE_COLOR, markersize=8, label=label)
+        ax_pr.plot([sens], [prec], "o", color=MISTAKE_COLOR, markersize=8,
+                   label=f"threshold {threshold:.3f}: precision {prec:.3f}")
+    for ax in (ax_roc, ax_pr):
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.grid(color="#eaeef2", linewidth=0.6)
+        ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=8)
+    fig.suptitle(title or f"{name} vs rest (n={len(y)})", fontsize=11)
+    return fig
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_figure_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
+    """Render ``fig`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A reader (or a crash) never sees half a PNG. The format follows the suffix (PNG if none).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
