@@ -1,0 +1,155 @@
+"""Grad-CAM heat maps: where in the image the evidence for a class lies.
+
+Grad-CAM (Selvaraju et al., 2017) weights each channel ``k`` of a convolutional feature map
+``A`` by the spatial mean of the class score's gradient, ``alpha_k = mean(dy_c / dA_k)``, and
+keeps the positive part of ``sum_k alpha_k A_k``, upsampled to the image size.
+
+The feature map used is the output of ``model.forward_features`` -- the last stage of every
+timm model and of the scratch CNN, the usual Grad-CAM layer -- and the class score is
+``model.forward_head`` of it. The gradient is taken with respect to that map only, so nothing
+flows back through the backbone: it is one forward pass plus a backward pass through the head,
+and a frozen backbone (``requires_grad=False``) needs no special case, because the map itself
+is made a leaf that requires grad. Models without that interface fall back to a hook on their
+last ``nn.Conv2d``.
+
+Written here rather than taken from the ``grad-cam`` package: the interface above makes it a
+few dozen lines, and it avoids a dependency whose layer guessing would need per-model targets.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _as_nchw(features: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
+    """A (N, C, h, w) view of a forward_features output, or None when it has no grid."""
+    channels = getattr(model, "num_features", None)
+    if features.ndim == 4:
+        if channels and features.shape[1] != channels and features.shape[-1] == channels:
+            return features.permute(0, 3, 1, 2)  # NHWC stages (e.g. timm's Swin)
+        return features
+    if features.ndim == 3:  # transformer tokens: drop class/register tokens, keep the grid
+        tokens = features[:, int(getattr(model, "num_prefix_tokens", 0) or 0):]
+        side = math.isqrt(tokens.shape[1])
+        if side * side == tokens.shape[1]:
+            return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+    return None
+
+
+def _last_conv(model: nn.Module) -> nn.Conv2d | None:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1] if convs else None
+
+
+def _activations_and_scores(model: nn.Module, x: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(feature map that requires grad, logits computed from it)."""
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+        with torch.no_grad():  # the backbone's own gradients are never needed
+            raw = model.forward_features(x)
+        leaf = raw.detach().requires_grad_(True)
+        grid = _as_nchw(leaf, model)
+        if grid is not None:
+            return grid, model.forward_head(leaf)
+    conv = _last_conv(model)
+    if conv is None:
+        raise ValueError(f"{type(model).__name__} has no convolutional feature map for Grad-CAM")
+    captured: list[torch.Tensor] = []
+
+    def swap_in_leaf(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        # Replacing the output by a leaf makes the gradient stop there (and exist even when
+        # every parameter is frozen).
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf
+
+    handle = conv.register_forward_hook(swap_in_leaf)
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return captured[-1], logits
+
+
+def gradcam(model: nn.Module, x: torch.Tensor, classes: Sequence[int] | torch.Tensor,
+            size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Grad-CAM maps of ``classes`` for a normalized batch.
+
+    Args:
+        model: Classifier; put in eval mode for the call, its mode restored after.
+        x: ``(N, 3, H, W)`` normalized float input.
+        classes: The class to explain for each image, ``(N,)``.
+        size: Output ``(height, width)``; default the input's.
+
+    Returns:
+        ``(N, height, width)`` float32 maps in [0, 1] on ``x``'s device; each map is divided by
+        its maximum, and a map with no positive evidence is all zeros.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            acts, logits = _activations_and_scores(model, x)
+            target = torch.as_tensor(classes, device=logits.device).long().view(-1, 1)
+            score = logits.float().gather(1, target).sum()
+            (grads,) = torch.autograd.grad(score, acts)
+    finally:
+        if was_training:
+            model.train()
+    weights = grads.float().mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * acts.detach().float()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=size or tuple(x.shape[-2:]), mode="bilinear",
+                        align_corners=False)[:, 0]
+    cam = torch.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+    peak = cam.flatten(1).amax(dim=1).view(-1, 1, 1)
+    return torch.where(peak > 1e-12, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
+
+
+def gradcam_for_images(model: nn.Module, images: np.ndarray, classes: np.ndarray,
+                       data_config: dict[str, Any], device: torch.device | str,
+                       batch_size: int = 32) -> np.ndarray | None:
+    """Grad-CAM maps for uint8 images, as the training loggers and ``wbclf predict`` use them.
+
+    Args:
+        model: The classifier (any device; inputs are moved to ``device``).
+        images: ``(N, H, W, 3)`` uint8 RGB, as the model sees them before normalization.
+        classes: ``(N,)`` class to explain per image (usually the prediction).
+        data_config: The run's preprocessing (``mean``, ``std``).
+        device: Where to compute.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``(N, H, W)`` float32 maps in [0, 1], or None when the model has no feature map to
+        explain or the computation fails: a heat map is a picture in a report and must never
+        stop a training run (a warning says why).
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) uint8, got shape {images.shape}")
+    if len(images) == 0:
+        return np.zeros((0, *images.shape[1:3]), np.float32)
+    from wbclf.inference import ImageClassifier
+
+    # only its preprocessing is used: the run's normalization, as in training
+    normalizer = ImageClassifier(nn.Identity(), data_config["mean"], data_config["std"]
+                                 ).to(device)
+    labels = np.asarray(classes, dtype=np.int64)
+    out = []
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+            x = normalizer.preprocess(chunk.permute(0, 3, 1, 2).to(device))
+            cams = gradcam(model, x, torch.from_numpy(labels[start:start + batch_size]))
+            out.append(cams.cpu().numpy())
+    except (RuntimeError, ValueError) as err:  # includes CUDA out-of-memory
+        warnings.warn(f"Grad-CAM unavailable for {type(model).__name__}: {err}", stacklevel=2)
+        return None
+    return np.concatenate(out).astype(np.float32)
