@@ -412,4 +412,3 @@ class _IndexView:
         self.root = data.root
         self.layout = data.layout
         self.classes = data.classes
-
