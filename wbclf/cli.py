@@ -52,11 +52,13 @@ def cmd_train(argv: Sequence[str]) -> int:
         print(json.dumps(parsed.config.to_dict(), indent=2))
         return 0
     from wbclf.run import resume_run, train_run
+    from wbclf.sweep_hooks import callback_from_env
 
+    callback = callback_from_env()  # reports to the local sweep's pruner; None otherwise
     if parsed.resume:
-        summary = resume_run(parsed.resume, overrides=parsed.overrides)
+        summary = resume_run(parsed.resume, overrides=parsed.overrides, epoch_callback=callback)
     else:
-        summary = train_run(parsed.config)
+        summary = train_run(parsed.config, epoch_callback=callback)
     return 0 if summary is not None else 1
 
 

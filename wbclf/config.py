@@ -218,7 +218,8 @@ def coerce(name: str, value: Any) -> Any:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}={shown} is not a number (write e.g. 1e-3 or 0.001)") from None
+            raise ConfigError(f"{name}={shown} is not a number (write e.g. 1e-3 or 0.001)"
+                              ) from None
         if not math.isfinite(number):
             raise ConfigError(f"{name}={shown} must be a finite number")
         return number
@@ -350,6 +351,10 @@ def _split_tokens(tokens: Iterable[str]) -> tuple[dict[str, Any], dict[str, str]
     while i < len(items):
         token = items[i]
         i += 1
+        if token.lstrip().startswith("{") and "args_json" not in control:
+            # the agent renders `${args_json}` as one bare JSON argument
+            control["args_json"] = token
+            continue
         if not token.startswith("--"):
             raise ConfigError(f"unexpected argument '{token}'; expected --key=value")
         body = token[2:]
@@ -368,9 +373,10 @@ def _split_tokens(tokens: Iterable[str]) -> tuple[dict[str, Any], dict[str, str]
         if key not in FIELDS:
             raise ConfigError(unknown_key_message(key))
         if not has_value:
-            # `${args_no_boolean_flags}` renders True booleans as a bare flag
             if _type_name(FIELDS[key]) == "bool":
-                value = "true"
+                # `${args_no_boolean_flags}` gives a bare flag, `${args_no_equals}` `--x True`
+                is_literal = i < len(items) and items[i].strip().lower() in _TRUE | _FALSE
+                value, i = (items[i], i + 1) if is_literal else ("true", i)
             elif i < len(items) and not items[i].startswith("--"):
                 value, i = items[i], i + 1
             else:

@@ -1,0 +1,251 @@
+"""``wbclf sweep SWEEP.yaml``: run a W&B sweep file locally, resumably, in parallel.
+
+The file is the same one ``wandb sweep`` takes; each trial runs the command ``wandb agent``
+would run. The study (Optuna, SQLite in the output folder or ``--storage URL``) remembers what
+ran: rerunning the same command continues it. See docs/SWEEPS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+USAGE = ("wbclf sweep SWEEP.yaml [--set key=value ...] [--count N] [--workers N] "
+         "[--storage URL] [--out DIR] [--dry-run]")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wbclf sweep", usage=USAGE,
+        description="Run a W&B sweep file locally: grid, random or bayes (Optuna), hyperband "
+                    "early termination; interrupt it and run the same command to continue.")
+    parser.add_argument("sweep_file", help="a W&B sweep YAML, e.g. sweeps/scratch_bn.yaml")
+    parser.add_argument("--set", dest="pins", action="append", default=[], metavar="KEY=VALUE",
+                        help="pin a parameter to one value (or set a RunConfig field the file "
+                             "does not mention); repeatable")
+    parser.add_argument("--count", type=int, default=None, metavar="N",
+                        help="run at most N trials in this invocation")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="trials in parallel (one GPU each when there are GPUs; CPU cores "
+                             "are split)")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="database URL of the study, shared by several machines "
+                             "(default: SQLite in the output folder)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default: runs/<sweep file name>)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and list the trials that would run; run nothing")
+    return parser
+
+
+def fail(message: str) -> int:
+    print(f"wbclf: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``wbclf sweep``; returns the exit code.
+
+    0: the sweep ran (failed trials are reported, not fatal) -- 1 when every trial this
+    invocation ran failed; 2: a bad file or option (nothing ran); 130: interrupted.
+    """
+    try:
+        args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    from wbclf.sweeps.schema import SweepError, load_sweep
+    from wbclf.sweeps.storage import StorageError
+
+    if args.workers < 1 or (args.count is not None and args.count < 1):
+        return fail("--workers and --count must be at least 1")
+    try:
+        spec = load_sweep(args.sweep_file, args.pins)
+        setup = _setup(spec, args)
+    except SweepError as err:
+        print(f"wbclf: error: {err}", file=sys.stderr)
+        return 2
+    except StorageError as err:
+        return fail(str(err))
+    for notice in spec.notices:
+        print(f"note: {notice}")
+    if args.dry_run:
+        return dry_run(spec, **setup)
+    try:
+        check_out_dir(spec, setup["out"], setup["url"])
+        return run_sweep(spec, workers=args.workers, count=args.count, **setup)
+    except SweepError as err:
+        print(f"wbclf: error: {err}", file=sys.stderr)
+        return 2
+    except StorageError as err:
+        return fail(str(err))
+
+
+def _setup(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Output folder, storage URL and the program path; SweepError if they do not work."""
+    from wbclf.sweeps.command import resolve_program
+    from wbclf.sweeps.schema import SweepError
+    from wbclf.sweeps.storage import backend, normalize_url, sqlite_path, sqlite_url
+
+    out = Path(args.out or Path("runs") / Path(args.sweep_file).stem).absolute()
+    backend(args.storage or "sqlite://")  # a clear error for a malformed URL
+    url = normalize_url(args.storage) if args.storage else sqlite_url(out / "study.db")
+    sqlite_path(url)
+    program = spec.program or ""
+    if spec.command is None or "${program}" in spec.command:
+        found = resolve_program(spec.program or "", spec.path)
+        if found is None:
+            raise SweepError(str(spec.path), [
+                f"program: {spec.program} not found from {Path.cwd()} or next to the sweep "
+                "file; run wbclf sweep from the repository root"])
+        program = found
+    return {"out": out, "url": url, "program": program}
+
+
+def sweep_record(spec: Any, url: str) -> dict[str, Any]:
+    """What ``sweep.json`` holds: the resolved study."""
+    from wbclf.sweeps.storage import redact
+    from wbclf.sweeps.study import fingerprint, study_name
+
+    return {
+        "name": spec.name,
+        "file": str(spec.path.resolve()),
+        "study": study_name(spec),
+        "fingerprint": fingerprint(spec),
+        "storage": redact(url),
+        "method": spec.method,
+        "metric": {"name": spec.metric, "goal": spec.goal, "target": spec.target},
+        "pins": spec.pins,
+        "parameters": {k: p.config for k, p in spec.parameters.items()},
+        "early_terminate": spec.early_terminate,
+        "run_cap": spec.run_cap,
+        "command": spec.command,
+        "program": spec.program,
+    }
+
+
+def check_out_dir(spec: Any, out: Path, url: str) -> None:
+    """Refuse an output folder that belongs to another study; else write ``sweep.json``."""
+    from wbclf.sweeps.schema import SweepError
+
+    record = sweep_record(spec, url)
+    path = out / "sweep.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = {}
+        for key in ("study", "storage"):
+            if old.get(key) not in (None, record[key]):
+                raise SweepError(str(spec.path), [
+                    f"{out} holds study {old.get('study')} ({old.get('storage')}), not "
+                    f"{record['study']} ({record['storage']}): the file, its --set values or "
+                    "--storage changed; use the same ones, or another --out"])
+        record["created"] = old.get("created")
+    out.mkdir(parents=True, exist_ok=True)
+    record["created"] = record.get("created") or datetime.now(timezone.utc).isoformat()
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def _describe(spec: Any) -> str:
+    from wbclf.sweeps.space import grid_size, pruner_settings
+
+    if spec.method == "grid":
+        what = f"grid of {grid_size(spec.varying.values())} points"
+    else:
+        what = f"{spec.method} search over {', '.join(spec.varying) or 'nothing'}"
+    if spec.run_cap:
+        what += f", run_cap {spec.run_cap}"
+    pruner = pruner_settings(spec)
+    if pruner:
+        what += (f", hyperband (rungs from epoch {pruner['min_resource']}, eta "
+                 f"{pruner['reduction_factor']}, max {pruner['max_resource']} epochs)")
+    return what
+
+
+def run_sweep(spec: Any, *, out: Path, url: str, program: str, workers: int,
+              count: int | None) -> int:
+    from wbclf.sweeps.runner import SweepRunner
+    from wbclf.sweeps.storage import redact
+    from wbclf.sweeps.study import SweepStudy
+
+    study = SweepStudy(spec, url)
+    before = study.counts()
+    print(f"{spec.name}: {_describe(spec)}; {before['finished'] + before['pruned']} done "
+          f"before, {workers} worker{'s' if workers > 1 else ''}\n"
+          f"  runs in {out}\n  study {study.name} in {redact(url)}", flush=True)
+    if spec.method != "grid" and spec.run_cap is None and count is None:
+        print("  no run_cap and no --count: it runs until you stop it (Ctrl-C)", flush=True)
+    runner = SweepRunner(spec, study, out_dir=out, program=program, workers=workers,
+                         count=count)
+    code = runner.run()
+    print(summary_line(spec, study, out), flush=True)
+    ran = [o for _, o in runner.results if o.status != "interrupted"]
+    if code == 0 and ran and all(o.status in ("failed", "diverged") for o in ran):
+        return 1
+    return code
+
+
+def summary_line(spec: Any, study: Any, out: Path) -> str:
+    c = study.counts()
+    line = (f"{spec.name}: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} "
+            f"failed")
+    if c["running"] or c["waiting"]:
+        line += f", {c['running'] + c['waiting']} unfinished"
+    best = study.best()
+    if best is not None:
+        params = " ".join(f"{k}={v}" for k, v in best.user_attrs.get("args", {}).items())
+        line += (f"; best {spec.metric}={best.value:.4f} "
+                 f"({best.user_attrs.get('run_name')}: {params})")
+    return line + f"\n  runs in {out}"
+
+
+def dry_run(spec: Any, *, out: Path, url: str, program: str) -> int:
+    """Print what would run (reading the study if it exists); change nothing."""
+    from wbclf.sweeps.command import render_command, shell_line
+    from wbclf.sweeps.space import grid_points, search_space
+
+    print(f"{spec.name}: {_describe(spec)}\n  runs in {out}")
+    if spec.pins:
+        print("  pinned: " + " ".join(f"{k}={v}" for k, v in spec.pins.items()))
+    first: dict[str, Any] = {}
+    if spec.method == "grid":
+        points = list(grid_points(spec.varying.values()))
+        if (out / "sweep.json").is_file():
+            from wbclf.sweeps.study import SweepStudy
+
+            points = SweepStudy(spec, url).remaining_grid()
+        print(f"{len(points)} trial(s) to run:")
+        for i, point in enumerate(points[:200]):
+            print("  " + "  ".join(f"{k}={v}" for k, v in point.items()))
+        if len(points) > 200:
+            print(f"  ... and {len(points) - 200} more")
+        first = points[0] if points else {}
+    else:
+        for name, dim in search_space(spec).items():
+            print(f"  {name}: {dim.distribution}" + (f" rounded to q={dim.q}" if dim.q else ""))
+        first = _sample(search_space(spec))
+    params = {k: first.get(k, spec.constants.get(k)) for k in spec.parameters}
+    argv = render_command(spec.command, program=program, params=params,
+                          args_json_file=str(out / "params" / "trial-0000.json"))
+    argv += [f"--out_dir={out}", "--run_name=trial-0000"]
+    print("a trial runs (e.g.):\n  " + shell_line(argv))
+    return 0
+
+
+def _sample(dimensions: dict[str, Any]) -> dict[str, Any]:
+    """One random draw of every dimension (for showing a command line)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask({k: d.distribution for k, d in dimensions.items()})
+    return {k: dimensions[k].render(v) for k, v in trial.params.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

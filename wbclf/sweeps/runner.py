@@ -1,0 +1,470 @@
+"""Run a study's trials as subprocesses, a few at a time, and report as they finish.
+
+Each trial is the command ``wandb agent`` would run (see :mod:`.command`) plus
+``--out_dir=<sweep out> --run_name=<trial name>``: an ordinary ``wbclf train`` run directory,
+and a W&B run grouped under the sweep's name. A crashed trial is one failed trial, never a
+failed sweep. With ``--workers N`` the trials run in N slots: one GPU each (round robin over
+the visible GPUs) and an equal share of the CPU cores (affinity and OMP/MKL threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from wbclf import sweep_hooks
+from wbclf.config import coerce
+from wbclf.sweeps.command import (
+    render_command,
+    shell_line,
+    uses_args_json_file,
+    write_args_json_file,
+    write_param_file,
+)
+from wbclf.sweeps.schema import SweepSpec
+from wbclf.sweeps.space import pruner_settings
+from wbclf.sweeps.storage import HEARTBEAT_S
+from wbclf.sweeps.study import FINAL, Claim, Outcome, SweepStudy, process_identity
+
+POLL_S = 0.05
+STOP_GRACE_S = 30  # after Ctrl-C, trials get this long to save and exit before they are killed
+ORPHAN_POLL_S = 1.0
+
+
+@dataclass
+class Slot:
+    """Where one trial at a time runs: its devices, and the trial running there."""
+
+    index: int
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: list[int] | None = None
+    proc: subprocess.Popen | None = None
+    claim: Claim | None = None
+    log: IO[str] | None = None
+    started: float = 0.0
+
+
+def visible_gpus() -> list[str]:
+    """CUDA device ids this process may use (respecting CUDA_VISIBLE_DEVICES)."""
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 -- no torch / no driver: CPU
+        return []
+    if count == 0:
+        return []
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+              if d.strip()]
+    return (listed or [str(i) for i in range(count)])[:count]
+
+
+def plan_slots(workers: int) -> list[Slot]:
+    """``workers`` slots; with more than one, split GPUs and CPU cores between them."""
+    if workers == 1:
+        return [Slot(0)]
+    gpus = visible_gpus()
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else list(range(os.cpu_count() or 1))
+    share = max(1, len(cores) // workers)
+    slots = []
+    for i in range(workers):
+        first = (i * share) % len(cores)
+        cpus = cores[first:first + share]
+        env = {"OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        slots.append(Slot(i, env, cpus))
+    return slots
+
+
+def _child_setup(cpus: list[int] | None) -> Any:
+    """A preexec_fn: pin the trial to its cores; make it stop if the sweep process dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def setup() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        try:
+            import ctypes
+
+            # PR_SET_PDEATHSIG: SIGINT when the sweep dies, so the trial ends like on Ctrl-C
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)
+        except OSError:
+            pass
+
+    return setup
+
+
+def last_error(log_path: Path) -> str:
+    """The error a failed trial printed: its ``wbclf: error:`` line or its last line."""
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln and not ln.startswith("# wbclf sweep:")]
+    for line in reversed(lines):
+        if line.startswith("wbclf: error:"):
+            return line[len("wbclf: error:"):].strip()[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class SweepRunner:
+    """Runs one sweep process: claims trials, runs them in slots, records their outcomes."""
+
+    def __init__(self, spec: SweepSpec, study: SweepStudy, *, out_dir: Path, program: str,
+                 workers: int = 1, count: int | None = None, quiet_bar: bool = False) -> None:
+        self.spec = spec
+        self.study = study
+        self.out = out_dir
+        self.program = program
+        self.slots = plan_slots(workers)
+        self.count = count
+        self.owner = process_identity()
+        self.pruner = pruner_settings(spec)
+        self.launched = 0
+        self.results: list[tuple[Claim, Outcome]] = []
+        self.target_hit = False
+        self.bar: Any = None
+        self.quiet_bar = quiet_bar
+        self._said: set[str] = set()
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        """Run until the study, ``--count`` or the target is done; 130 when interrupted."""
+        self._open_bar()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous_int = signal.getsignal(signal.SIGINT)
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self._stop()
+            self._say(f"interrupted: run the same command again to continue ("
+                      f"{sum(1 for _, o in self.results if o.status == 'interrupted')} "
+                      "trial(s) will run again)")
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+            if self.bar is not None:
+                self.bar.close()
+        return 0
+
+    def _loop(self) -> None:
+        exhausted = False
+        last_beat = next_claim = time.monotonic()
+        while True:
+            for slot in self.slots:
+                if slot.proc is not None and slot.proc.poll() is not None:
+                    self._finish(slot, stopping=False)
+            while not exhausted and not self.target_hit and self._may_launch() \
+                    and time.monotonic() >= next_claim:
+                slot = next((s for s in self.slots if s.proc is None), None)
+                if slot is None:
+                    break
+                with _signals_deferred():
+                    claim = self.study.claim(self.owner)
+                if claim is None:
+                    orphans = self.study.orphans()
+                    if orphans:  # a killed sweep's trials are still exiting: retry them after
+                        self._say_once(f"waiting for {orphans} trial(s) of a stopped sweep "
+                                       "to exit")
+                        next_claim = time.monotonic() + ORPHAN_POLL_S
+                    else:
+                        exhausted = True
+                    break
+                self.launched += 1
+                if not self._adopt(claim):
+                    self._start(slot, claim)
+            idle = all(s.proc is None for s in self.slots)
+            if idle and (exhausted or self.target_hit or not self._may_launch()):
+                return
+            if time.monotonic() - last_beat > HEARTBEAT_S:
+                self._heartbeat()
+                last_beat = time.monotonic()
+            time.sleep(POLL_S)
+
+    def _may_launch(self) -> bool:
+        return self.count is None or self.launched < self.count
+
+    def _heartbeat(self) -> None:
+        try:
+            self.study.heartbeat([s.claim for s in self.slots if s.claim is not None])
+        except Exception as err:  # noqa: BLE001 -- a hiccup; the next beat may work
+            self._say(f"warning: could not record a heartbeat ({err})")
+
+    # ------------------------------------------------------------------ one trial
+
+    def _params(self, claim: Claim) -> dict[str, Any]:
+        """Every parameter value of a trial, in the file's order (what the agent passes)."""
+        constants = self.spec.constants
+        return {k: claim.params.get(k, constants.get(k)) for k in self.spec.parameters}
+
+    def command(self, claim: Claim) -> list[str]:
+        """The trial's argv: the agent's rendering plus where the run goes."""
+        params = self._params(claim)
+        run_dir = self.out / claim.run_name
+        argv = render_command(self.spec.command, program=self.program, params=params,
+                              args_json_file=str(self._param_path(claim, ".json")))
+        argv += [f"--out_dir={self.out}", f"--run_name={claim.run_name}"]
+        if self.spec.project and "project" not in params:
+            argv.append(f"--project={self.spec.project}")
+        if (run_dir / "config.yaml").is_file():
+            argv += ["--resume", str(run_dir)]  # a retried trial continues its run directory
+        return argv
+
+    def _param_path(self, claim: Claim, suffix: str) -> Path:
+        return self.out / "params" / f"{claim.run_name}{suffix}"
+
+    def environment(self, slot: Slot, claim: Claim) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("WANDB_SWEEP_ID", "WANDB_RUN_ID")}  # never join a cloud run
+        env.update(slot.env)
+        env.update({
+            "WANDB_SWEEP_PARAM_PATH": str(self._param_path(claim, ".yaml")),
+            sweep_hooks.GROUP_ENV: self.spec.name,
+            "PYTHONUNBUFFERED": "1",
+        })
+        if self.spec.entity:
+            env["WANDB_ENTITY"] = self.spec.entity
+        if self.pruner is not None:
+            env.update({
+                sweep_hooks.ENV_STORAGE: self.study.url,
+                sweep_hooks.ENV_STUDY: self.study.name,
+                sweep_hooks.ENV_TRIAL: str(claim.number),
+                sweep_hooks.ENV_PRUNER: json.dumps(self.pruner),
+                sweep_hooks.ENV_METRIC: self.spec.metric,
+            })
+        return env
+
+    def _run_dir_conflict(self, claim: Claim) -> str:
+        """Why the trial's run directory cannot be this trial's run ('' when it can)."""
+        run_dir = self.out / claim.run_name
+        try:
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        except FileNotFoundError:
+            return ""
+        except (OSError, yaml.YAMLError) as err:
+            return f"{run_dir}/config.yaml is unreadable ({err})"
+        for key, value in self._params(claim).items():
+            if key in ("out_dir", "run_name", "project"):
+                continue
+            want = coerce(key, "None" if value is None else str(value))
+            have = saved.get(key)
+            same = math.isclose(want, have) if isinstance(want, float) \
+                and isinstance(have, (int, float)) else want == have
+            if not same:
+                return (f"{run_dir} holds another run ({key}={have}; this trial has "
+                        f"{key}={want}): move it away or use another --out")
+        return ""
+
+    def _adopt(self, claim: Claim) -> bool:
+        """Settle a trial from its run directory without running it; False if it must run.
+
+        The run may have ended after its sweep died and before it was recorded (its summary
+        says so), or the directory may hold a different run (never resumed or overwritten).
+        """
+        conflict = self._run_dir_conflict(claim)
+        if conflict:
+            self._record(claim, Outcome("failed", error=conflict), seconds=0.0)
+            return True
+        summary = read_summary(self.out / claim.run_name)
+        status = summary.get("status")
+        if status not in FINAL:
+            return False
+        outcome = Outcome(status, _number(summary.get(self.spec.metric)),
+                          str(summary.get("error", "")))
+        self._record(claim, outcome, seconds=0.0)
+        return True
+
+    def _start(self, slot: Slot, claim: Claim) -> None:
+        params = self._params(claim)
+        write_param_file(self._param_path(claim, ".yaml"), params)
+        if uses_args_json_file(self.spec.command):
+            write_args_json_file(self._param_path(claim, ".json"), params)
+        argv = self.command(claim)
+        log_path = self.out / "logs" / f"{claim.run_name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 -- closed in _finish
+        log.write(f"# wbclf sweep: trial {claim.number}: {shell_line(argv)}\n")
+        log.flush()
+        try:
+            # Own session: a terminal's Ctrl-C reaches the sweep only, which then asks each
+            # trial once to stop (a second SIGINT could cut a trial's checkpointing short).
+            slot.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         env=self.environment(slot, claim),
+                                         start_new_session=True,
+                                         preexec_fn=_child_setup(slot.cpus))  # noqa: PLW1509
+        except OSError as err:
+            log.close()
+            self._record(claim, Outcome("failed", error=f"cannot start {argv[0]}: {err}"),
+                         seconds=0.0)
+            return
+        slot.claim, slot.log, slot.started = claim, log, time.monotonic()
+        self.study.set_child(claim, slot.proc.pid)
+
+    def _finish(self, slot: Slot, *, stopping: bool) -> None:
+        assert slot.proc is not None and slot.claim is not None
+        code = slot.proc.returncode
+        claim = slot.claim
+        if slot.log is not None:
+            slot.log.close()
+        outcome = self._outcome(claim, code, stopping=stopping)
+        self._record(claim, outcome, seconds=time.monotonic() - slot.started, exit_code=code)
+        slot.proc = slot.claim = slot.log = None
+
+    def _outcome(self, claim: Claim, code: int | None, *, stopping: bool) -> Outcome:
+        summary = read_summary(self.out / claim.run_name)
+        status = summary.get("status")
+        log_path = self.out / "logs" / f"{claim.run_name}.log"
+        if status in ("finished", "pruned"):
+            return Outcome(status, _number(summary.get(self.spec.metric)))
+        if stopping:
+            return Outcome("interrupted", error="the sweep was interrupted")
+        error = str(summary.get("error") or last_error(log_path))
+        if status in ("failed", "diverged"):
+            return Outcome(status, error=error)
+        if code is not None and code < 0:
+            error = f"killed by signal {-code}" + (f"; {error}" if error else "")
+        elif code == 0:
+            error = "it exited without writing summary.json" + (f"; {error}" if error else "")
+        elif code == 3:
+            return Outcome("diverged", error=error)
+        return Outcome("failed", error=error or f"exit code {code}")
+
+    def _record(self, claim: Claim, outcome: Outcome, **attrs: Any) -> None:
+        run_dir = self.out / claim.run_name
+        with _signals_deferred():
+            stored = self.study.record(claim.number, claim.trial_id, outcome,
+                                       run_dir=str(run_dir), **attrs)
+        if not stored:
+            self._say(f"warning: {claim.run_name} was already recorded by another process")
+        self.results.append((claim, outcome))
+        if outcome.status != "interrupted":
+            self._report(claim, outcome, attrs.get("seconds", 0.0))
+        target = self.spec.target
+        if target is not None and outcome.status == "finished" and outcome.value is not None:
+            reached = outcome.value >= target if self.spec.goal == "maximize" \
+                else outcome.value <= target
+            if reached and not self.target_hit:
+                self.target_hit = True
+                self._say(f"{claim.run_name} reached the target {self.spec.metric}={target}: "
+                          "no new trials")
+
+    # ------------------------------------------------------------------ stopping
+
+    def _stop(self) -> None:
+        """Ctrl-C / SIGTERM: let running trials save and exit, then record them interrupted.
+
+        A second Ctrl-C kills the trials at once (they are retried all the same).
+        """
+        busy = [s for s in self.slots if s.proc is not None]
+
+        def hurry(signum: int, frame: Any) -> None:
+            for slot in busy:
+                if slot.proc.poll() is None:
+                    slot.proc.kill()
+
+        signal.signal(signal.SIGINT, hurry)
+        signal.signal(signal.SIGTERM, hurry)
+        for slot in busy:
+            if slot.proc.poll() is None:
+                try:
+                    slot.proc.send_signal(signal.SIGINT)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for slot in busy:
+            try:
+                slot.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                slot.proc.kill()
+                slot.proc.wait()
+        for slot in busy:
+            self._finish(slot, stopping=True)
+
+    # ------------------------------------------------------------------ output
+
+    def _open_bar(self) -> None:
+        if self.quiet_bar or not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
+
+        tqdm.monitor_interval = 0  # no monitor thread: trials start with a fork (preexec_fn)
+        self.bar = tqdm(total=self.study.total(), initial=self.study.done(), unit="trial",
+                        desc=self.spec.name, file=sys.stderr, dynamic_ncols=True)
+
+    def _say_once(self, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            self._say(line)
+
+    def _say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
+    def _report(self, claim: Claim, outcome: Outcome, seconds: float) -> None:
+        done, total = self.study.done(), self.study.total()
+        params = "  ".join(f"{k}={v}" for k, v in claim.params.items())
+        if outcome.status in ("finished", "pruned") and outcome.value is not None:
+            result = f"{self.spec.metric}={outcome.value:.4f}"
+        else:
+            result = outcome.error or outcome.status
+            result += f"  (log: {self.out / 'logs' / (claim.run_name + '.log')})"
+        width = len(str(total)) if total else 1
+        line = (f"[{done:>{width}}/{total or '?'}] {claim.run_name}  {outcome.status:<8}  "
+                f"{params}  {result}  ({seconds:.1f}s)")
+        self._say(line)
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM until a study update is complete (delivered right after)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
