@@ -20,7 +20,8 @@ USAGE = """usage: wbclf COMMAND ...
 commands:
   train    [--config FILE.yaml] [--key=value ...] [--print-config] [--resume RUN_DIR]
   sweep    SWEEP.yaml [--set key=value ...] [--count N] [--workers N] [--storage URL] [--out DIR]
-  report   RUNS_DIR [-o report.html] | --wandb ENTITY/PROJECT --sweep ID [--dry-run]
+  report   RUNS_DIR [-o report.html] |
+           --wandb ENTITY/PROJECT --sweep ID [--sweep-file FILE.yaml] [--dry-run]
   data     synth {toy-lesions|toy-leaves} --out DIR | inspect PATH_OR_NAME [--json] |
            download {plant-disease|melanoma}
   predict  RUN_DIR IMAGE_OR_DIR... [-o predictions.csv] [--top-k K] [--tta] [--cam DIR]

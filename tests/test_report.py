@@ -1,0 +1,462 @@
+"""`wbclf report RUNS_DIR`: the local HTML/Markdown report, built from real runs on toy data.
+
+The slow tests train tiny real runs (2 epochs at 32 px) into two studies -- batch_norm x lr
+and width x depth -- and add hand-made failed, diverged and pruned trials; every number the
+report prints is checked against the runs' summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_cli
+from wbclf.report import main as report_main
+from wbclf.report import write_local_report
+from wbclf.reporting import analysis as A
+from wbclf.reporting.collect import RunRecord, Study, collect_studies
+
+TINY = {"image_size": 32, "width": 8, "depth": 3, "epochs": 2, "limit_per_class": 30,
+        "wandb_mode": "disabled", "num_workers": "0", "log_samples": 8}
+BN_GRID = [(bn, lr) for bn in (True, False) for lr in (3.0e-3, 1.0e-2)]
+SIZE_GRID = [(w, d) for w in (4, 8) for d in (2, 3)]
+VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "source", "wbr"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class StrictParser(HTMLParser):
+    """Fails on a closing tag that does not match the open one; collects what the tests read."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.headings: list[str] = []
+        self.rows: dict[str, list[str]] = {}
+        self.tables: list[list[str]] = []  # header cells of each table
+        self.findings: list[str] = []
+        self.srcs: list[str] = []  # every src/href
+        self.images = 0
+        self._text: list[str] | None = None
+        self._row: str | None = None
+        self._cell: list[str] | None = None
+        self._in_findings = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attr = dict(attrs)
+        if tag not in VOID:
+            self.stack.append(tag)
+        if tag in ("h1", "h2", "h3", "li", "th", "td"):
+            self._text = []
+        if "src" in attr or "href" in attr:
+            self.srcs.append(attr.get("src") or attr.get("href") or "")
+        self.images += tag == "img"
+        if tag == "tr":
+            self._row = attr.get("data-run")
+            if self._row:
+                self.rows[self._row] = []
+        if tag == "thead":
+            self.tables.append([])
+        if tag == "ul" and attr.get("class") == "findings":
+            self._in_findings = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1:]}>"
+        self.stack.pop()
+        text = "".join(self._text or [])
+        if tag in ("h1", "h2", "h3"):
+            self.headings.append(text)
+        elif tag == "th":
+            self.tables[-1].append(text)
+        elif tag == "td" and self._row:
+            self.rows[self._row].append(text)
+        elif tag == "li" and self._in_findings:
+            self.findings.append(text)
+        elif tag == "ul":
+            self._in_findings = False
+        elif tag == "tr":
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+def parse_html(path: Path) -> StrictParser:
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    parser = StrictParser()
+    parser.feed(text)
+    parser.close()
+    assert parser.stack == [], f"unclosed tags: {parser.stack}"
+    return parser
+
+
+def assert_self_contained(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"\b(?:src|href)\s*=\s*[\"'](?!data:image/png;base64,|#)", text)
+    assert "<script" not in text and "@import" not in text and "url(" not in text
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _train_grid(dataset: Path, folder: Path, grid: list[dict]) -> None:
+    from wbclf.config import build_config
+    from wbclf.run import train_run
+
+    for i, params in enumerate(grid):
+        cfg = build_config({**TINY, "dataset": str(dataset), "out_dir": str(folder),
+                            "run_name": f"trial-{i:04d}", **params})
+        train_run(cfg)
+
+
+def _hand_made_trial(folder: Path, name: str, template: Path, config: dict,
+                     summary_data: dict | None, history: list[dict]) -> Path:
+    """A trial directory written by hand: its config, its metrics so far, maybe a summary."""
+    run = folder / name
+    run.mkdir(parents=True)
+    cfg = yaml.safe_load((template / "config.yaml").read_text())
+    cfg.update(config, run_name=name)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    if summary_data is not None:
+        (run / "summary.json").write_text(json.dumps(summary_data))
+    return run
+
+
+def _small_sweep_file(folder: Path, dataset: Path) -> Path:
+    """sweeps/scratch_bn.yaml cut down to batch_norm x 2 learning rates on tiny toy runs."""
+    spec = yaml.safe_load((REPO / "sweeps" / "scratch_bn.yaml").read_text())
+    spec["parameters"] = {
+        "batch_norm": {"values": [True, False]}, "lr": {"values": [3.0e-3, 1.0e-2]},
+        "dataset": {"value": str(dataset)},
+        **{k: {"value": v} for k, v in TINY.items()}}
+    path = folder / "scratch_bn.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def studies_root(tmp_path_factory, toy_lesions) -> Path:
+    """runs/bn: a real local sweep, batch_norm x lr, plus hand-made diverged, crashed and pruned
+    trials; runs/size: width x depth runs of `wbclf train` (no sweep)."""
+    base = tmp_path_factory.mktemp("report")
+    root = base / "runs"
+    bn = root / "bn"
+    sweep_file = _small_sweep_file(base, toy_lesions)
+    proc = run_cli("sweep", str(sweep_file), "--out", str(bn))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    template = bn / "trial-0000"
+    _hand_made_trial(bn, "trial-0004", template, {"batch_norm": False, "lr": 10.0},
+                     {"status": "diverged", "epochs_run": 1,
+                      "error": "diverged at epoch 1, step 1 (lr=10): loss is NaN"},
+                     [{"epoch": 1, "train/loss": 9.0, "val/acc": 0.5}])
+    _hand_made_trial(bn, "trial-0005", template, {"batch_norm": True, "lr": 10.0}, None, [])
+    _hand_made_trial(bn, "trial-0006", template, {"batch_norm": True, "lr": 1.0e-4},
+                     {"status": "pruned", "stopped": "pruned", "epochs_run": 1, "val/acc": 0.5,
+                      "test/acc": 0.5}, [{"epoch": 1, "train/loss": 0.7, "val/acc": 0.5}])
+    _train_grid(toy_lesions, root / "size",
+                [{"width": w, "depth": d, "epochs": 1} for w, d in SIZE_GRID])
+    return root
+
+
+# --------------------------------------------------------------------------- slow: real runs
+
+
+@pytest.mark.slow
+def test_sweep_report_sections_and_numbers_match_summaries(studies_root, tmp_path):
+    bn = studies_root / "bn"
+    out = tmp_path / "bn-report" / "report.html"
+    assert report_main([str(bn), "-o", str(out)]) == 0
+    page = parse_html(out)
+    assert_self_contained(out)
+    for heading in ("Study: scratch_bn", "Findings", "Runs, best first",
+                    "Failed and pruned trials (not plotted)", "val/acc against each parameter",
+                    "Learning curves", "Per-class F1"):
+        assert heading in page.headings, heading
+    assert any(h.startswith("Best run: trial-") for h in page.headings)
+
+    runs = {f"trial-{i:04d}": summary(bn / f"trial-{i:04d}") for i in range(len(BN_GRID))}
+    # the table: exactly the finished runs, best first, every number from summary.json
+    header = page.tables[0]
+    finished = [k for k in page.rows if k in runs]
+    assert finished == sorted(runs, key=lambda k: (-runs[k]["val/acc"], k))
+    for key, s in runs.items():
+        row = dict(zip(header, page.rows[key]))
+        for metric in ("val/acc", "test/acc", "test/macro_f1", "test/auc"):
+            assert row[metric] == f"{s[metric]:.4f}", (key, metric)
+        assert row["params"] == f"{s['model/params']:,}"
+        assert row["train time (s)"] == f"{s['train/time_s']:.1f}"
+    # failed, crashed and pruned trials: listed in their own table, never among the results
+    failed_header = page.tables[1]
+    for name, status in (("trial-0004", "diverged"), ("trial-0005", "incomplete"),
+                         ("trial-0006", "pruned")):
+        row = dict(zip(failed_header, page.rows[name]))
+        assert row["status"] == status
+    assert "diverged at epoch 1" in dict(zip(failed_header, page.rows["trial-0004"]))["why"]
+
+    # the findings: best run and the batch-norm effect, recomputed here from the summaries
+    best = finished[0]
+    text = " ".join(page.findings)
+    assert f"The best run is {best} " in text and f"val/acc {runs[best]['val/acc']:.3f}" in text
+    config = {k: {p: yaml.safe_load((bn / k / "config.yaml").read_text())[p]
+                  for p in ("batch_norm", "lr")} for k in runs}
+    diffs = []
+    for lr in (3.0e-3, 1.0e-2):
+        on = [runs[k]["val/acc"] for k in runs if config[k] == {"batch_norm": True, "lr": lr}]
+        off = [runs[k]["val/acc"] for k in runs if config[k] == {"batch_norm": False, "lr": lr}]
+        diffs.append(np.mean(on) - np.mean(off))
+    verb = "raised" if np.mean(diffs) >= 0 else "lowered"
+    assert (f"Batch norm {verb} mean val/acc by {100 * abs(np.mean(diffs)):.1f} points across 2 "
+            "learning rates") in text
+    assert "3 of 7 trials have no final figures" in text
+
+    # the Markdown twin says the same and its pictures are there
+    md = out.with_suffix(".md").read_text()
+    assert "## Study: scratch_bn" in md and f"{runs[best]['val/acc']:.4f}" in md
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert pictures and all((out.parent / p).is_file() for p in pictures)
+    assert len(pictures) == page.images
+
+
+@pytest.mark.slow
+def test_failed_trials_are_not_plotted(studies_root):
+    (study,) = collect_studies(studies_root / "bn")
+    an = A.analyze(study)
+    assert {r.short_name for r in an.not_plotted} == {"trial-0004", "trial-0005", "trial-0006"}
+    assert all(r.finished for r in an.finished) and len(an.finished) == 4
+    # lr=10 and lr=1e-4 exist only in failed/pruned trials: no point is drawn for them
+    cells = A.aggregate(an.finished, ("lr",), "val/acc")
+    assert set(cells) == {(3.0e-3,), (1.0e-2,)}
+
+
+@pytest.mark.slow
+def test_mixed_folder_has_both_studies_heatmap_and_frontier(studies_root, tmp_path):
+    out = tmp_path / "all.html"
+    result = write_local_report(studies_root, out)
+    page = parse_html(out)
+    assert_self_contained(out)
+    assert "Study: scratch_bn" in page.headings and "Study: size" in page.headings
+    assert "Width x depth" in page.headings
+    assert "Size and accuracy" in page.headings
+    # strategies did not vary: no strategy section
+    assert "Scratch vs frozen vs fine-tune" not in page.headings
+    size_runs = {f"size/trial-{i:04d}": summary(studies_root / "size" / f"trial-{i:04d}")
+                 for i in range(len(SIZE_GRID))}
+    header = next(t for t in page.tables if "width" in t and "depth" in t)
+    assert header[:5] == ["#", "run", "width", "depth", "val/acc"]
+    for key, s in size_runs.items():
+        assert dict(zip(header, page.rows[key]))["val/acc"] == f"{s['val/acc']:.4f}"
+    best = max(size_runs.values(), key=lambda s: s["val/acc"])
+    assert f"best val/acc {best['val/acc']:.4f} in size" in result.best_line
+    names = sorted(p.name for p in result.assets.glob("*.png"))
+    assert "size-width-depth.png" in names and "size-frontier.png" in names
+
+
+@pytest.mark.slow
+def test_rewrite_removes_stale_pictures(studies_root, tmp_path):
+    out = tmp_path / "r.html"
+    write_local_report(studies_root, out)
+    stale = out.parent / "r_files" / "old-figure.png"
+    stale.write_bytes(b"x")
+    result = write_local_report(studies_root / "size", out)
+    assert not stale.exists()
+    assert sorted(result.assets.iterdir())
+    assert "Study: scratch_bn" not in out.read_text()
+
+
+@pytest.mark.slow
+def test_cli_report_of_the_sweep_folder(studies_root):
+    """`wbclf report DIR -o DIR/report.html` as a user runs it (a subprocess)."""
+    bn = studies_root / "bn"
+    proc = run_cli("report", str(bn), "-o", str(bn / "report.html"))
+    assert proc.returncode == 0, proc.stderr
+    html = bn / "report.html"
+    page = parse_html(html)
+    assert_self_contained(html)
+    assert "Study: scratch_bn" in page.headings
+    assert "val/acc against each parameter" in page.headings
+    best = max(summary(t)["val/acc"] for t in bn.glob("trial-000[0-3]"))
+    assert f"best val/acc {best:.4f} in scratch_bn" in proc.stdout
+    assert f"{best:.4f}" in html.read_text()
+    assert (bn / "report.md").is_file() and (bn / "report_files").is_dir()
+    # a report inside the folder is not mistaken for a run on the next pass
+    assert len(collect_studies(bn)[0].runs) == 7
+
+
+# --------------------------------------------------------------------------- fast
+
+
+def _record(name: str, study: str = "s", status: str = "finished", **config) -> RunRecord:
+    return RunRecord(name=name, path=None, study=study, config=config, status=status)
+
+
+def test_varied_params_ignore_bookkeeping_and_order_by_sweep():
+    runs = [_record("a", lr=1e-3, batch_norm=True, out_dir="x", run_name="a", seed=0),
+            _record("b", lr=1e-2, batch_norm=False, out_dir="y", run_name="b", seed=1)]
+    params = A.varied_params(runs, order=["batch_norm", "lr"])
+    assert [p.name for p in params] == ["batch_norm", "lr", "seed"]
+    lr = params[1]
+    assert lr.log and lr.numeric and lr.fmt(1e-2) == "1.0e-2"
+    assert params[0].boolean and not params[0].numeric
+
+
+def test_seeds_give_mean_and_std_and_a_noise_finding():
+    runs = []
+    for bn, base in ((True, 0.80), (False, 0.70)):
+        for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+            run = _record(f"{bn}-{seed}", batch_norm=bn, seed=seed, lr=1e-3)
+            run.summary = {"val/acc": base + noise, "status": "finished"}
+            runs.append(run)
+    an = A.analyze(Study("s", Path("."), runs))
+    cells = A.aggregate(an.finished, ("batch_norm",), "val/acc")
+    assert cells[(True,)].mean == pytest.approx(0.80)
+    assert cells[(True,)].std == pytest.approx(0.01)
+    assert cells[(True,)].n == 3
+    text = " ".join(A.findings(an))
+    assert "Batch norm raised mean val/acc from 0.700 to 0.800 (+10.0 points; 3 vs 3 runs)" \
+        in text
+    assert "3 seeds" in text and "averaged 1.0 points" in text
+
+
+def test_strategy_rows_pick_best_config_per_dataset():
+    runs = []
+    for dataset in ("melanoma", "plant-disease"):
+        for strategy, acc in (("scratch", 0.6), ("frozen", 0.7), ("finetune", 0.9)):
+            for lr, bonus in ((1e-3, 0.0), (1e-2, -0.1)):
+                for seed in (0, 1):
+                    run = _record(f"{dataset}-{strategy}-{lr}-{seed}", dataset=dataset,
+                                  strategy=strategy, lr=lr, seed=seed, model="m")
+                    run.summary = {"val/acc": acc + bonus + seed / 100,
+                                   "test/acc": acc + bonus, "train/time_s": 10.0 + seed}
+                    runs.append(run)
+    an = A.analyze(Study("s", Path("."), runs))
+    rows = A.strategy_rows([an])
+    assert [(r.dataset, r.strategy) for r in rows][:3] == [
+        ("melanoma", "scratch"), ("melanoma", "frozen"), ("melanoma", "finetune")]
+    finetune = rows[2]
+    assert {r.config["lr"] for r in finetune.runs} == {1e-3} and len(finetune.runs) == 2
+    assert finetune.stats["test/acc"].mean == pytest.approx(0.9)
+    assert finetune.stats["train/time_s"].std == pytest.approx(np.std([10, 11], ddof=1))
+
+
+def _write_run(folder: Path, config: dict, summary_data: dict, history: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "summary.json").write_text(json.dumps(summary_data))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+
+
+def test_strategy_section_from_run_directories(tmp_path):
+    """Run directories of three strategies (written by hand): the comparison table and plot."""
+    root = tmp_path / "runs"
+    for i, (strategy, acc, took) in enumerate((("scratch", 0.61, 30.0), ("frozen", 0.72, 4.0),
+                                               ("finetune", 0.91, 60.0))):
+        for seed in (0, 1):
+            config = {"dataset": "melanoma", "model": "tf_efficientnet_lite0",
+                      "strategy": strategy, "lr": 1e-3, "seed": seed, "run_name": f"r{i}{seed}"}
+            s = {"status": "finished", "val/acc": acc + seed / 100, "test/acc": acc + seed / 50,
+                 "test/macro_f1": acc - 0.01, "test/auc": acc + 0.02, "train/time_s": took,
+                 "model/params": 4_000_000, "model/trainable_params": 1281 if strategy ==
+                 "frozen" else 4_000_000, "test/f1/Benign": acc, "test/f1/Malignant": acc - 0.02,
+                 "best_epoch": 2}
+            history = [{"epoch": e, "val/acc": acc - 0.1 / e, "train/loss": 1 / e}
+                       for e in (1, 2)]
+            _write_run(root / f"{strategy}-{seed}", config, s, history)
+    out = tmp_path / "report.html"
+    write_local_report(root, out)
+    page = parse_html(out)
+    assert "Scratch vs frozen vs fine-tune" in page.headings
+    header = next(t for t in page.tables if "best configuration" in t)
+    assert header[:4] == ["dataset", "strategy", "best configuration", "seeds"]
+    row = dict(zip(header, page.rows["strategy:melanoma:finetune"]))
+    accs = [0.91, 0.93]
+    assert row["test/acc"] == f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f}"
+    assert row["seeds"] == "2" and row["trainable params"] == "4,000,000"
+    assert dict(zip(header, page.rows["strategy:melanoma:frozen"]))["trainable params"] == "1,281"
+    assert (out.parent / "report_files" / "strategies.png").is_file()
+
+
+def test_collect_lists_sweep_trials_without_run_directory(tmp_path):
+    sweep = tmp_path / "sw"
+    (sweep / "params").mkdir(parents=True)
+    (sweep / "logs").mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"name": "scratch_bn"}))
+    (sweep / "params" / "trial-0000.yaml").write_text(
+        yaml.safe_dump({"wandb_version": 1, "lr": {"value": 0.1}, "batch_norm": {"value": True}}))
+    (sweep / "logs" / "trial-0000.log").write_text("loading\nwbclf: error: dataset not found\n")
+    (study,) = collect_studies(tmp_path)
+    (run,) = study.runs
+    assert study.name == "scratch_bn" and run.status == "incomplete"
+    assert run.config == {"lr": 0.1, "batch_norm": True}
+    assert run.error == "wbclf: error: dataset not found"
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert report_main([str(tmp_path / "missing")]) == 2
+    assert report_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("wbclf: error: ") for line in err)
+    assert "no run directories" in err[1]
+    assert report_main([str(tmp_path), "--dry-run"]) == 2
+
+
+def test_same_sweep_twice_keeps_names_apart(tmp_path):
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        done = {"status": "finished", "val/acc": 0.5, "test/acc": 0.5}
+        _write_run(folder / "trial-0000", {"lr": 0.1}, done, [])
+        (folder / "sweep.json").write_text(json.dumps({"name": "scratch_bn"}))
+    names = [s.name for s in collect_studies(tmp_path)]
+    assert names == ["scratch_bn (a)", "scratch_bn (b)"]
+
+
+def test_pareto_front():
+    from wbclf.reporting.figures import pareto_front
+
+    points = [(10, 0.5), (20, 0.4), (30, 0.7), (30, 0.6), (40, 0.7), (50, 0.8)]
+    assert pareto_front(points) == [(10, 0.5), (30, 0.7), (50, 0.8)]
+
+
+def test_search_study_on_two_datasets_renders(tmp_path):
+    """A Bayesian-style study (continuous lr and dropout) on two datasets with seeds: drawn run
+    by run, faceted by dataset, never averaged across datasets."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "bayes"
+    for i in range(24):
+        dataset = ("melanoma", "plant-disease")[i % 2]
+        lr = float(10 ** rng.uniform(-4, -1.5))
+        width = int(rng.choice([8, 16, 32]))
+        acc = float(np.clip(0.9 - abs(np.log10(lr) + 3) * 0.1 + rng.normal(0, 0.02), 0, 1))
+        s = {"status": "finished", "val/acc": acc, "test/acc": acc - 0.02,
+             "test/macro_f1": acc - 0.03, "model/params": width * 1000,
+             "train/time_s": width / 4, "test/f1/a": acc, "test/f1/b": acc - 0.05}
+        history = [{"epoch": e, "val/acc": acc - 0.05 / e, "train/loss": 1 / e} for e in (1, 2, 3)]
+        config = {"dataset": dataset, "lr": lr, "width": width,
+                  "dropout": float(rng.uniform(0, 0.5)), "seed": i % 3}
+        _write_run(root / f"trial-{i:04d}", config, s, history)
+    out = tmp_path / "r.html"
+    write_local_report(root, out)
+    page = parse_html(out)
+    assert_self_contained(out)
+    text = " ".join(page.findings)
+    assert "On melanoma: The best run is" in text and "On plant-disease: The best run is" in text
+    assert "Spearman ρ" in text
+    an = A.analyze(collect_studies(root)[0])
+    assert an.param("lr").continuous and an.dataset is not None
+    best_melanoma = A.rank_runs([r for r in an.finished if r.config["dataset"] == "melanoma"],
+                                "val/acc")[0]
+    assert f"On melanoma: The best run is {best_melanoma.short_name} " in text
+    assert "Size and accuracy" in page.headings

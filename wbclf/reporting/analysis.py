@@ -1,0 +1,615 @@
+"""What varied between the runs of a study, what it did, and the findings in words.
+
+Every number in a finding is computed here from the runs' ``summary.json``; nothing is
+hand-written. Only finished runs enter a comparison: a failed or pruned trial has no final
+figures (a zero would be a lie), so it is listed instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wbclf.reporting.collect import RunRecord, Study
+
+__all__ = [
+    "Param",
+    "Stat",
+    "StudyAnalysis",
+    "aggregate",
+    "analyze",
+    "best_runs",
+    "fmt_value",
+    "is_fraction_metric",
+    "rank_runs",
+    "strategy_rows",
+    "varied_params",
+]
+
+# RunConfig fields that differ between runs without changing what is studied.
+IGNORED_FIELDS = frozenset({
+    "out_dir", "run_name", "data_dir", "device", "num_workers", "wandb_mode", "project",
+    "cache_images", "log_samples", "compile", "precision",
+})
+REPLICATE = "seed"  # runs that differ only in this are repeats: mean ± std
+FACET = "dataset"  # runs on different datasets are never averaged together
+MAX_LEVELS = 8  # more distinct numeric values than this: a continuous parameter
+NOUNS = {  # parameter -> (singular, plural) for findings
+    "lr": ("learning rate", "learning rates"),
+    "batch_norm": ("batch norm", "batch-norm settings"),
+    "residual": ("residual blocks", "block types"),
+    "width": ("width", "widths"),
+    "depth": ("depth", "depths"),
+    "blocks_per_stage": ("blocks per stage", "block counts"),
+    "optimizer": ("optimizer", "optimizers"),
+    "strategy": ("strategy", "strategies"),
+    "model": ("model", "models"),
+    "dataset": ("dataset", "datasets"),
+    "seed": ("seed", "seeds"),
+    "dropout": ("dropout", "dropout rates"),
+    "weight_decay": ("weight decay", "weight decays"),
+    "batch_size": ("batch size", "batch sizes"),
+    "image_size": ("image size", "image sizes"),
+    "head_hidden": ("head width", "head widths"),
+    "unfreeze_epoch": ("unfreeze epoch", "unfreeze epochs"),
+    "backbone_lr_mult": ("backbone lr multiplier", "backbone lr multipliers"),
+    "augment": ("augmentation", "augmentation presets"),
+    "scheduler": ("scheduler", "schedulers"),
+    "epochs": ("epoch budget", "epoch budgets"),
+}
+LOG_FIELDS = frozenset({"lr", "weight_decay"})
+
+
+def noun(name: str, plural: bool = False) -> str:
+    single, many = NOUNS.get(name, (name, f"values of {name}"))
+    return many if plural else single
+
+
+def _sort_key(value: Any) -> tuple:
+    if value is None:
+        return (2, "")
+    if isinstance(value, (bool, int, float)):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def fmt_float(value: float) -> str:
+    """A parameter value as text: ``0.01`` -> ``1.0e-2``, ``0.25`` -> ``0.25``."""
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        text = f"{value:.4g}"
+        return text if "e" not in text else fmt_float_exp(value)
+    return fmt_float_exp(value)
+
+
+def fmt_float_exp(value: float) -> str:
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def fmt_value(value: Any, *, log: bool = False) -> str:
+    """A configuration value as the report writes it (``lr=1.0e-2``, ``batch_norm=True``)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return fmt_float_exp(value) if log else fmt_float(value)
+    return str(value)
+
+
+def dataset_name(dataset: Any) -> str:
+    """A dataset path as its folder name (the full path is in every run's config.yaml)."""
+    text = str(dataset)
+    return Path(text).name if "/" in text or "\\" in text else text
+
+
+def is_fraction_metric(metric: str) -> bool:
+    """Metrics in [0, 1] whose differences read as points (x100)."""
+    tail = metric.rsplit("/", 1)[-1]
+    return any(k in tail for k in ("acc", "f1", "auc", "precision", "recall", "sensitivity",
+                                   "specificity"))
+
+
+@dataclass(frozen=True)
+class Param:
+    """A configuration field that took more than one value in a study.
+
+    Attributes:
+        name: The RunConfig field.
+        values: Its distinct values, sorted.
+        numeric: Every value is a number (not a bool).
+        log: Numeric and spread over orders of magnitude: plotted on a log axis.
+    """
+
+    name: str
+    values: tuple[Any, ...]
+    numeric: bool
+    log: bool
+
+    @property
+    def continuous(self) -> bool:
+        """Too many distinct values to draw a line per value (e.g. a Bayesian search)."""
+        return self.numeric and len(self.values) > MAX_LEVELS
+
+    @property
+    def boolean(self) -> bool:
+        return all(isinstance(v, bool) for v in self.values)
+
+    def fmt(self, value: Any) -> str:
+        return fmt_value(value, log=self.log)
+
+    def label(self, value: Any) -> str:
+        return f"{self.name}={self.fmt(value)}"
+
+
+def make_param(name: str, values: Iterable[Any]) -> Param:
+    distinct = sorted(set(values), key=_sort_key)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct)
+    positive = numeric and all(v > 0 for v in distinct)
+    spread = positive and max(distinct) / min(distinct) >= 20
+    # A grid spread over orders of magnitude (width 8..128) reads best on a log axis; a
+    # continuous search of a linear field (dropout 0..0.5) does not.
+    log = positive and (name in LOG_FIELDS or (spread and len(distinct) <= MAX_LEVELS))
+    return Param(name=name, values=tuple(distinct), numeric=numeric, log=log)
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def varied_params(runs: Sequence[RunRecord], order: Sequence[str] = ()) -> list[Param]:
+    """Fields whose value differs between runs (missing counts as a value), in ``order`` first.
+
+    Fields that never change what is studied (``IGNORED_FIELDS``) are left out.
+    """
+    keys: list[str] = list(dict.fromkeys([*order, *(k for r in runs for k in r.config)]))
+    params = []
+    for key in keys:
+        if key in IGNORED_FIELDS:
+            continue
+        values = [_hashable(r.config.get(key)) for r in runs]
+        if len(set(values)) > 1:
+            params.append(make_param(key, values))
+    return params
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+@dataclass
+class Stat:
+    """Mean, sample standard deviation (0 for one run) and count of a metric over runs."""
+
+    mean: float
+    std: float
+    n: int
+    runs: list[RunRecord] = field(default_factory=list, repr=False)
+
+
+def stat(runs: Sequence[RunRecord], metric: str) -> Stat | None:
+    pairs = [(r, r.value(metric)) for r in runs]
+    pairs = [(r, v) for r, v in pairs if v is not None]
+    if not pairs:
+        return None
+    values = np.array([v for _, v in pairs])
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return Stat(float(values.mean()), std, len(values), [r for r, _ in pairs])
+
+
+def aggregate(runs: Sequence[RunRecord], by: Sequence[str], metric: str
+              ) -> dict[tuple[Any, ...], Stat]:
+    """``metric`` over the runs of each combination of the ``by`` fields (sorted keys)."""
+    groups: dict[tuple[Any, ...], list[RunRecord]] = {}
+    for run in runs:
+        key = tuple(_hashable(run.config.get(k)) for k in by)
+        groups.setdefault(key, []).append(run)
+    out = {}
+    for key in sorted(groups, key=lambda k: tuple(_sort_key(v) for v in k)):
+        s = stat(groups[key], metric)
+        if s is not None:
+            out[key] = s
+    return out
+
+
+def rank_runs(runs: Sequence[RunRecord], metric: str, goal: str = "maximize"
+              ) -> list[RunRecord]:
+    """Runs best first by ``metric``; runs without it last, in name order."""
+    sign = -1.0 if goal == "maximize" else 1.0
+
+    def key(run: RunRecord) -> tuple[int, float, str]:
+        value = run.value(metric)
+        return (value is None, sign * value if value is not None else 0.0, run.name)
+
+    return sorted(runs, key=key)
+
+
+def best_runs(runs: Sequence[RunRecord], by: str, metric: str, goal: str = "maximize"
+              ) -> dict[Any, RunRecord]:
+    """The best run for each value of the field ``by``."""
+    out: dict[Any, RunRecord] = {}
+    for run in rank_runs(runs, metric, goal):
+        if run.value(metric) is None:
+            continue
+        out.setdefault(_hashable(run.config.get(by)), run)
+    return dict(sorted(out.items(), key=lambda kv: _sort_key(kv[0])))
+
+
+# --------------------------------------------------------------------------- a study
+
+
+@dataclass
+class StudyAnalysis:
+    """What the report needs to know about one study.
+
+    Attributes:
+        study: The study.
+        metric: The compared metric (the sweep's), ``val/acc`` by default.
+        goal: ``maximize`` or ``minimize``.
+        params: Every varied field (over all runs, failed ones included).
+        factors: The fields that vary between finished runs and are compared (not seed,
+            not dataset); their values are those of the finished runs.
+        seed: The seed, when it varied between finished runs.
+        dataset: The dataset, when it varied between finished runs.
+        finished: Finished runs with the metric, best first.
+        not_plotted: The other runs (failed, diverged, pruned, incomplete), in name order.
+        binary: Two-class task (``test/auc`` present).
+        constants: Fields the sweep file (or a plain study) held fixed, with their value.
+    """
+
+    study: Study
+    metric: str
+    goal: str
+    params: list[Param]
+    factors: list[Param]
+    seed: Param | None
+    dataset: Param | None
+    finished: list[RunRecord]
+    not_plotted: list[RunRecord]
+    binary: bool
+    constants: dict[str, Any]
+
+    @property
+    def best(self) -> RunRecord | None:
+        return self.finished[0] if self.finished else None
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def dataset_groups(self) -> list[tuple[str | None, list[RunRecord]]]:
+        """``(dataset or None, finished runs)`` per dataset when it varied, else one group."""
+        if self.dataset is None:
+            return [(None, self.finished)]
+        return [(dataset_name(v), [r for r in self.finished if r.config.get(FACET) == v])
+                for v in self.dataset.values]
+
+    def label(self, run: RunRecord, exclude: Sequence[str] = ()) -> str:
+        """The run's varied values, ``batch_norm=True lr=1.0e-2``."""
+        parts = [p.label(run.config.get(p.name)) for p in self.params
+                 if p.name not in exclude]
+        return " ".join(parts) or run.short_name
+
+
+SHOWN_CONSTANTS = ("dataset", "model", "strategy", "width", "depth", "batch_norm", "residual",
+                   "optimizer", "lr", "epochs", "image_size", "batch_size")
+
+
+def analyze(study: Study) -> StudyAnalysis:
+    """Varied fields, finished and not-plotted runs of a study."""
+    metric = study.metric
+    params = varied_params(study.runs, study.parameter_order)
+    done = [r for r in study.runs if r.finished and r.value(metric) is not None]
+    finished = rank_runs(done, metric, study.goal)
+    not_plotted = [r for r in study.runs if r not in done]
+    # Compared values come from finished runs only: a value tried only by failed trials
+    # (lr=10 that diverged) gets no point on an axis, it is listed with the failed trials.
+    compared = varied_params(finished, [p.name for p in params])
+    named = {p.name: p for p in compared}
+    factors = [p for p in compared if p.name not in (REPLICATE, FACET)]
+    binary = any(r.value("test/auc") is not None for r in finished)
+    varied = set(named)
+    shown = [k for k in study.parameter_order if k not in IGNORED_FIELDS] or list(SHOWN_CONSTANTS)
+    source = study.runs[0].config if study.runs else {}
+    constants = {k: source[k] for k in shown if k in source and k not in varied}
+    return StudyAnalysis(study=study, metric=metric, goal=study.goal, params=params,
+                         factors=factors, seed=named.get(REPLICATE), dataset=named.get(FACET),
+                         finished=finished, not_plotted=not_plotted, binary=binary,
+                         constants=constants)
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def _diff_text(diff: float, metric: str, signed: bool = False) -> str:
+    if is_fraction_metric(metric):
+        return f"{100 * diff:+.1f} points" if signed else f"{100 * abs(diff):.1f} points"
+    return f"{diff:+.3g}" if signed else f"{abs(diff):.3g}"
+
+
+def _value_text(value: float, metric: str) -> str:
+    return f"{value:.3f}" if is_fraction_metric(metric) else f"{value:.4g}"
+
+
+def _second_factor(factor: Param, factors: Sequence[Param]) -> Param | None:
+    """The factor to compare ``factor`` across: the first other non-continuous one."""
+    return next((p for p in factors if p.name != factor.name and not p.continuous), None)
+
+
+def _two_level_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
+                        q: Param | None) -> str | None:
+    metric = an.metric
+    low, high = p.values
+    subject = noun(p.name) if p.boolean else f"{p.label(high)} (vs {p.fmt(low)})"
+    if q is not None:
+        cells = aggregate(runs, (p.name, q.name), metric)
+        diffs = {}
+        for level in q.values:
+            a, b = cells.get((_hashable(low), level)), cells.get((_hashable(high), level))
+            if a is not None and b is not None:
+                diffs[level] = b.mean - a.mean
+        if len(diffs) >= 2:
+            mean = float(np.mean(list(diffs.values())))
+            verb = "raised" if mean >= 0 else "lowered"
+            pick = max if mean >= 0 else min
+            at = pick(diffs, key=lambda k: diffs[k])
+            against = sum(1 for d in diffs.values() if (d < 0) != (mean < 0) and d != 0)
+            text = (f"{subject} {verb} mean {metric} by {_diff_text(mean, metric)} across "
+                    f"{len(diffs)} {noun(q.name, plural=True)}")
+            if against:
+                text += f" (but {'lowered' if mean >= 0 else 'raised'} it at {against} of them)"
+            return (text + f"; the largest {'gain' if mean >= 0 else 'drop'} was at "
+                    f"{q.label(at)} ({_diff_text(diffs[at], metric, signed=True)})")
+    cells = aggregate(runs, (p.name,), metric)
+    a, b = cells.get((_hashable(low),)), cells.get((_hashable(high),))
+    if a is None or b is None:
+        return None
+    diff = b.mean - a.mean
+    return (f"{subject} {'raised' if diff >= 0 else 'lowered'} mean {metric} from "
+            f"{_value_text(a.mean, metric)} to {_value_text(b.mean, metric)} "
+            f"({_diff_text(diff, metric, signed=True)}; {a.n} vs {b.n} runs)")
+
+
+def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
+                     q: Param | None) -> str | None:
+    metric = an.metric
+    cells = aggregate(runs, (p.name,), metric)
+    if len(cells) < 2:
+        return None
+    better = max if an.goal == "maximize" else min
+    worse = min if an.goal == "maximize" else max
+    top = better(cells, key=lambda k: cells[k].mean)
+    bottom = worse(cells, key=lambda k: cells[k].mean)
+    over = f"mean over {cells[top].n} runs" if cells[top].n > 1 else "one run"
+    text = (f"across {noun(p.name, plural=True)}, {metric} was "
+            f"{'highest' if an.goal == 'maximize' else 'lowest'} at {p.label(top[0])} "
+            f"({over}: {_value_text(cells[top].mean, metric)}) and "
+            f"{'lowest' if an.goal == 'maximize' else 'highest'} at {p.label(bottom[0])} "
+            f"({_value_text(cells[bottom].mean, metric)})")
+    if q is not None:
+        pairs = aggregate(runs, (q.name, p.name), metric)
+        best_for: dict[Any, Any] = {}
+        for qv in q.values:
+            options = {pv: s.mean for (a, pv), s in pairs.items() if a == _hashable(qv)}
+            if len(options) >= 2:
+                best_for[qv] = better(options, key=lambda k: options[k])
+        if len(best_for) >= 2 and len(set(best_for.values())) > 1:
+            text += "; the best " + noun(p.name) + " depended on " + noun(q.name) + ": " + \
+                ", ".join(f"{p.fmt(pv)} with {q.label(qv)}" for qv, pv in best_for.items())
+        elif len(best_for) >= 2:
+            every = "both" if len(best_for) == 2 else f"all {len(best_for)}"
+            text += (f"; {p.label(next(iter(best_for.values())))} was the best for {every} "
+                     f"{noun(q.name, plural=True)}")
+    return text
+
+
+def _trend_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param) -> str | None:
+    pairs = [(r.config.get(p.name), r.value(an.metric)) for r in runs]
+    pairs = [(x, y) for x, y in pairs if isinstance(x, (int, float)) and y is not None]
+    if len(pairs) < 4:
+        return None
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr([x for x, _ in pairs], [y for _, y in pairs]).statistic)
+    if not math.isfinite(rho):
+        return None
+    trend = "showed no clear trend" if abs(rho) < 0.3 else ("rose" if rho > 0 else "fell")
+    return (f"over {len(pairs)} runs, {an.metric} {trend} with {p.name} (Spearman ρ = "
+            f"{rho:+.2f})")
+
+
+def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str]) -> str:
+    metric = an.metric
+    extras = [f"test/acc {best.value('test/acc'):.3f}" if best.value("test/acc") is not None
+              else "", f"test macro-F1 {best.value('test/macro_f1'):.3f}"
+              if best.value("test/macro_f1") is not None else "",
+              f"test AUC {best.value('test/auc'):.3f}" if best.value("test/auc") is not None
+              else ""]
+    size = best.value("model/params")
+    took = best.value("train/time_s")
+    tail = ", ".join(x for x in extras if x)
+    which = f" ({an.label(best, exclude)})" if any(p.name not in exclude for p in an.params) \
+        else ""
+    text = (f"The best run is {best.short_name}{which}: {metric} "
+            f"{_value_text(best.value(metric), metric)}" + (f"; {tail}" if tail else ""))
+    if size is not None:
+        text += f"; {int(size):,} parameters"
+    if took is not None:
+        text += f", {took:.1f} s of training"
+    return text
+
+
+def _seed_sentence(an: StudyAnalysis, runs: list[RunRecord]) -> str | None:
+    if an.seed is None:
+        return None
+    keys = [p.name for p in an.factors]
+    cells = [s for s in aggregate(runs, keys, an.metric).values() if s.n > 1]
+    if not cells:
+        return None
+    spread = float(np.mean([s.std for s in cells]))
+    seeds = len({r.config.get(REPLICATE) for r in runs})
+    return (f"each setting ran with {seeds} seeds; the standard deviation of {an.metric} "
+            f"between seeds averaged {_diff_text(spread, an.metric)}, so smaller differences "
+            "are within noise")
+
+
+def _size_sentence(an: StudyAnalysis, runs: list[RunRecord]) -> str | None:
+    sized = [r for r in runs if r.value("model/params") is not None]
+    if not sizes_differ(sized):
+        return None
+    best = rank_runs(sized, an.metric, an.goal)[0]
+    tolerance = 0.01 if is_fraction_metric(an.metric) else 0.01 * abs(best.value(an.metric))
+    sign = 1 if an.goal == "maximize" else -1
+    close = [r for r in sized
+             if sign * (best.value(an.metric) - r.value(an.metric)) <= tolerance + 1e-12]
+    small = min(close, key=lambda r: (r.value("model/params"), r.name))
+    if small is best:
+        return (f"no smaller model came within {_diff_text(tolerance, an.metric)} of the best "
+                f"({int(best.value('model/params')):,} parameters)")
+    ratio = best.value("model/params") / small.value("model/params")
+    return (f"the smallest model within {_diff_text(tolerance, an.metric)} of the best, "
+            f"{small.short_name} ({an.label(small, (FACET,))}), has "
+            f"{int(small.value('model/params')):,} parameters, {ratio:.1f}x fewer than the best "
+            f"({an.metric} {_value_text(small.value(an.metric), an.metric)})")
+
+
+def sizes_differ(runs: Sequence[RunRecord], ratio: float = 1.2) -> bool:
+    """Model sizes span at least ``ratio`` (batch norm alone adds a few hundred parameters:
+    not a size comparison)."""
+    sizes = [v for r in runs if (v := r.value("model/params")) is not None and v > 0]
+    return len(sizes) >= 2 and max(sizes) / min(sizes) >= ratio
+
+
+def _time_sentence(an: StudyAnalysis, runs: list[RunRecord]) -> str | None:
+    timed = sorted((r for r in runs if r.value("train/time_s") is not None),
+                   key=lambda r: (r.value("train/time_s"), r.name))
+    if len(timed) < 2:
+        return None
+    fast, slow = timed[0], timed[-1]
+    total = sum(r.value("train/time_s") for r in timed)
+    return (f"training took {fast.value('train/time_s'):.1f} s ({an.label(fast, (FACET,))}) "
+            f"to {slow.value('train/time_s'):.1f} s ({an.label(slow, (FACET,))}) per run, "
+            f"{total:.0f} s in all")
+
+
+def _failed_sentence(an: StudyAnalysis) -> str | None:
+    if not an.not_plotted:
+        return None
+    counts: dict[str, int] = {}
+    for run in an.not_plotted:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    what = ", ".join(f"{n} {status}" for status, n in counts.items())
+    which = "; ".join(f"{r.short_name} ({an.label(r)})" for r in an.not_plotted[:6])
+    more = f" and {len(an.not_plotted) - 6} more" if len(an.not_plotted) > 6 else ""
+    return (f"{len(an.not_plotted)} of {len(an.study.runs)} trials have no final figures "
+            f"({what}): {which}{more}; they are listed, not plotted")
+
+
+def findings(an: StudyAnalysis) -> list[str]:
+    """Sentences about the study, every number computed from its runs."""
+    out: list[str] = []
+    total = len(an.study.runs)
+    varied = ", ".join(f"{p.name} ({len(p.values)} values)" for p in an.params) or "nothing"
+    out.append(f"{total} run{'s' if total != 1 else ''}, {len(an.finished)} finished; "
+               f"varied: {varied}.")
+    for dataset, runs in an.dataset_groups():
+        if not runs:
+            continue
+        prefix = f"On {dataset}: " if dataset is not None else ""
+        sentences = [_best_sentence(an, runs[0], exclude=(FACET,))]
+        for p in an.factors:
+            q = _second_factor(p, an.factors)
+            if p.continuous:
+                sentence = _trend_sentence(an, runs, p)
+            elif len(p.values) == 2:
+                sentence = _two_level_sentence(an, runs, p, q)
+            else:
+                sentence = _levels_sentence(an, runs, p, q)
+            sentences.append(sentence)
+        sentences += [_seed_sentence(an, runs), _size_sentence(an, runs),
+                      _time_sentence(an, runs)]
+        out += [prefix + _capital(s) + "." for s in sentences if s]
+    failed = _failed_sentence(an)
+    if failed:
+        out.append(_capital(failed) + ".")
+    return out
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# --------------------------------------------------------------------------- across studies
+
+
+@dataclass
+class StrategyRow:
+    """The best configuration of one strategy on one dataset (mean ± std over its seeds).
+
+    Attributes:
+        dataset: The dataset.
+        strategy: ``scratch``, ``frozen`` or ``finetune``.
+        runs: The runs of the best configuration (one per seed).
+        label: The configuration, e.g. ``scratch CNN lr=1.0e-2``.
+        stats: ``{metric: Stat}`` for the compared figures.
+    """
+
+    dataset: str
+    strategy: str
+    runs: list[RunRecord]
+    label: str
+    stats: dict[str, Stat]
+
+
+STRATEGY_ORDER = {"scratch": 0, "frozen": 1, "finetune": 2}
+STRATEGY_FIGURES = ("test/acc", "test/macro_f1", "test/auc", "train/time_s", "model/params",
+                    "model/trainable_params")
+
+
+def strategy_rows(analyses: Sequence[StudyAnalysis],
+                  metric: str = "val/acc") -> list[StrategyRow]:
+    """Per dataset and strategy, the configuration with the best mean ``metric``.
+
+    Runs from every study take part, so the best scratch CNN of a scratch study stands next
+    to the frozen and fine-tuned backbones of a transfer study. Empty when only one strategy
+    finished anywhere.
+    """
+    runs = [r for an in analyses for r in an.finished]
+    if len({r.config.get("strategy") for r in runs}) < 2:
+        return []
+    keys = sorted({k for r in runs for k in r.config} - IGNORED_FIELDS - {REPLICATE})
+    rows = []
+    for dataset in sorted({str(r.config.get(FACET)) for r in runs}):
+        for strategy in sorted({str(r.config.get("strategy")) for r in runs},
+                               key=lambda s: (STRATEGY_ORDER.get(s, 9), s)):
+            pool = [r for r in runs if str(r.config.get(FACET)) == dataset
+                    and str(r.config.get("strategy")) == strategy]
+            if not pool:
+                continue
+            cells = aggregate(pool, keys, metric)
+            if not cells:
+                continue
+            top = max(cells.values(), key=lambda s: (s.mean, -len(s.runs)))
+            chosen = top.runs
+            stats = {k: s for k in STRATEGY_FIGURES if (s := stat(chosen, k)) is not None}
+            rows.append(StrategyRow(dataset_name(dataset), strategy, chosen,
+                                    _config_label(chosen[0]), stats))
+    return rows
+
+
+def _config_label(run: RunRecord) -> str:
+    cfg = run.config
+    model = "scratch CNN" if cfg.get("model") == "scratch" else str(cfg.get("model"))
+    parts = [model, f"lr={fmt_value(cfg.get('lr'), log=True)}"]
+    if cfg.get("model") == "scratch":
+        parts += [f"width={cfg.get('width')}", f"depth={cfg.get('depth')}",
+                  f"batch_norm={cfg.get('batch_norm')}"]
+    return " ".join(parts)
+
+
+def per_class_f1(run: RunRecord) -> dict[str, float]:
+    """``{class key: test F1}`` from the summary's ``test/f1/<class>`` keys."""
+    prefix = "test/f1/"
+    return {k[len(prefix):]: v for k in run.summary if k.startswith(prefix)
+            and (v := run.value(k)) is not None}
