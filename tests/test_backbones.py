@@ -172,7 +172,7 @@ def test_pretrained_file_that_does_not_fit_is_refused(tmp_path):
 
     # A full training checkpoint (numpy RNG state) is not unpickled: a clear hint instead.
     torch.save({"model": state, "rng": np.random.get_state()}, path)
-    with pytest.raises(WeightsNotFoundError, match="save only its weights"):
+    with pytest.raises(WeightsNotFoundError, match="holds more than tensors"):
         create_backbone(TINY, 2, pretrained=True, pretrained_file=str(path))
 
 

@@ -73,7 +73,7 @@ class WeightsNotFoundError(RuntimeError):
         )
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
+def _one_line(exc: BaseException, limit: int = 400) -> str:
     text = " ".join(str(exc).split()) or "(no message)"
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"{type(exc).__name__}: {text}"
