@@ -33,30 +33,40 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
+_CHECK_EVERY = 32  # CUDA steps between host reads of the loss
+
+
 def train_one_epoch(model: nn.Module, batches: Iterable, *, optimizer: torch.optim.Optimizer,
                     scheduler, criterion: nn.Module, normalizer: nn.Module, hw: Hardware,
                     epoch: int, grad_clip: float = 0.0, scaler=None, progress: bool = False,
                     total: int | None = None) -> dict[str, float]:
-    """One pass over ``batches`` of uint8 images; returns train loss, accuracy and speed."""
+    """One pass over ``batches`` of uint8 images; returns train loss, accuracy and speed.
+
+    Loss and accuracy are summed on the device: on CUDA the host reads them (and checks the
+    loss is finite) only every ``_CHECK_EVERY`` steps, so it can queue work ahead of the GPU
+    instead of waiting for every step. A divergence is still reported at its first step.
+    """
     model.train()
-    loss_sum = 0.0
-    correct = 0
+    device = hw.device
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
+    pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet checked
+    check_every = _CHECK_EVERY if hw.is_cuda else 1  # a CPU "sync" costs nothing
+    step = 0
     start = time.perf_counter()
     for step, (images, labels) in enumerate(
             _bar(batches, total=total, desc=f"epoch {epoch}", enabled=progress), start=1):
         if labels.numel() == 0:
             continue
-        images = images.to(hw.device, non_blocking=True)
-        labels = labels.to(hw.device, non_blocking=True)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
         with hw.autocast():
             logits = model(normalizer(images))
         loss = criterion(logits.float(), labels)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            lr = current_lrs(optimizer).get("lr", float("nan"))
-            raise DivergedError(f"diverged at epoch {epoch}, step {step} (lr={lr:.3g}): the "
-                                f"loss became {loss_value}; lower lr or enable batch_norm")
+        pending.append((step, loss.detach()))
+        if len(pending) >= check_every:
+            _check_losses(pending, epoch, optimizer)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -72,40 +82,71 @@ def train_one_epoch(model: nn.Module, batches: Iterable, *, optimizer: torch.opt
             optimizer.step()
         scheduler.step()
         batch = labels.shape[0]
-        loss_sum += loss_value * batch
-        correct += int((logits.argmax(1) == labels).sum())
+        loss_sum += loss.detach() * batch
+        correct += (logits.detach().argmax(1) == labels).sum()
         seen += batch
+    _check_losses(pending, epoch, optimizer)  # also waits for the device's last step
     elapsed = time.perf_counter() - start
     # The last step can leave NaN/inf weights behind a finite loss: check before evaluating.
-    if seen and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+    if seen and not _all_finite(model.parameters()):
         lr = current_lrs(optimizer).get("lr", float("nan"))
         raise DivergedError(f"diverged at epoch {epoch}, step {step} (lr={lr:.3g}): the "
                             "weights became NaN/inf; lower lr or enable batch_norm")
-    return {"train/loss": loss_sum / max(1, seen), "train/acc": correct / max(1, seen),
-            "train/images": float(seen), "train/epoch_time_s": elapsed,
+    return {"train/loss": float(loss_sum) / max(1, seen),
+            "train/acc": int(correct) / max(1, seen), "train/images": float(seen),
+            "train/epoch_time_s": elapsed,
             "train/epoch_images_per_s": seen / elapsed if elapsed > 0 else 0.0}
+
+
+def _check_losses(pending: list[tuple[int, torch.Tensor]], epoch: int,
+                  optimizer: torch.optim.Optimizer) -> None:
+    """Raise :class:`DivergedError` at the first non-finite loss among ``pending`` steps.
+
+    ``pending`` holds (step, loss) pairs not yet checked; one device-to-host copy reads
+    them all, and the list is emptied.
+    """
+    if not pending:
+        return
+    values = torch.stack([loss for _, loss in pending]).tolist()
+    steps = [step for step, _ in pending]
+    pending.clear()
+    for step, value in zip(steps, values):
+        if not math.isfinite(value):
+            lr = current_lrs(optimizer).get("lr", float("nan"))
+            raise DivergedError(f"diverged at epoch {epoch}, step {step} (lr={lr:.3g}): the "
+                                f"loss became {value}; lower lr or enable batch_norm")
+
+
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite (one host sync in all)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, *, criterion: nn.Module, normalizer: nn.Module,
              hw: Hardware) -> tuple[float, np.ndarray, np.ndarray]:
-    """Loss, labels and softmax probabilities of ``model`` over un-augmented ``batches``."""
+    """Loss, labels and softmax probabilities of ``model`` over un-augmented ``batches``.
+
+    Results stay on the device until the end: one host sync per evaluation, not per batch.
+    """
     model.eval()
-    losses, all_labels, all_probs = [], [], []
-    count = 0
+    losses, sizes, all_labels, all_probs = [], [], [], []
     for images, labels in batches:
         images = images.to(hw.device, non_blocking=True)
         labels = labels.to(hw.device, non_blocking=True)
         with hw.autocast():
             logits = model(normalizer(images)).float()
-        losses.append(float(criterion(logits, labels)) * labels.shape[0])
-        count += labels.shape[0]
-        all_labels.append(labels.cpu().numpy())
-        all_probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+        losses.append(criterion(logits, labels))
+        sizes.append(labels.shape[0])
+        all_labels.append(labels)
+        all_probs.append(torch.softmax(logits, dim=1))
+    count = sum(sizes)
     if count == 0:
         raise ValueError("evaluation got no images")
-    return (sum(losses) / count, np.concatenate(all_labels),
-            np.concatenate(all_probs).astype(np.float64))
+    loss = sum(value * size for value, size in zip(torch.stack(losses).tolist(), sizes))
+    return (loss / count, torch.cat(all_labels).cpu().numpy(),
+            torch.cat(all_probs).cpu().numpy().astype(np.float64))
 
 
 @dataclass

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from wbclf.config import RunConfig
+from wbclf.data.batch_augment import build_batch_augment
 from wbclf.data.datasets import (DataBundle, iter_eval_batches, make_train_loader,
                                  resolve_workers)
-from wbclf.data.transforms import build_train_transform
 from wbclf.device import Hardware
 from wbclf.engine import evaluate, train_one_epoch
 from wbclf.optim import param_groups
@@ -78,6 +78,10 @@ class TrainingPlan:
                 self._flops = 0
         return self._flops
 
+    def extra_summary(self) -> dict[str, Any]:
+        """Strategy-specific figures for the run summary (e.g. the feature cache's)."""
+        return {}
+
     def cams(self, images: np.ndarray, preds: np.ndarray) -> np.ndarray | None:
         """Grad-CAM maps for sample images (None when unavailable)."""
         try:
@@ -94,12 +98,14 @@ class ImagePlan(TrainingPlan):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.cfg
-        transform = build_train_transform(cfg.augment, cfg.image_size)
-        self.workers = resolve_workers(cfg.num_workers, augment=cfg.augment)
-        self.train_set = self.data.dataset("train", transform)
+        augment = build_batch_augment(cfg.augment, cfg.image_size)
+        self.workers = resolve_workers(cfg.num_workers, augment=cfg.augment,
+                                       device=self.hw.device)
+        self.train_set = self.data.dataset("train", augment)
         self.loader = make_train_loader(self.train_set, batch_size=cfg.batch_size,
                                         workers=self.workers, seed=cfg.seed,
-                                        pin_memory=self.hw.pin_memory)
+                                        pin_memory=self.hw.pin_memory,
+                                        channels_last=self.hw.channels_last)
         self._eval_sets = {split: self.data.dataset(split) for split in ("val", "test")}
 
     @property
@@ -117,7 +123,8 @@ class ImagePlan(TrainingPlan):
 
     def evaluate(self, split: str, *, criterion, normalizer) -> tuple[float, np.ndarray,
                                                                        np.ndarray]:
-        batches = iter_eval_batches(self._eval_sets[split], max(64, self.cfg.batch_size * 2))
+        batches = iter_eval_batches(self._eval_sets[split], max(64, self.cfg.batch_size * 2),
+                                    pin_memory=self.hw.pin_memory)
         return evaluate(self.model, batches, criterion=criterion, normalizer=normalizer,
                         hw=self.hw)
 
@@ -190,9 +197,12 @@ def build_plan(cfg: RunConfig, data: DataBundle, hw: Hardware, *, progress: bool
     if cfg.strategy == "frozen":
         freeze_backbone(model)
         if cfg.cache_images and _feature_cache_available():
-            from wbclf.features import FeaturePlan
+            from wbclf.features import FeaturePlan, supports_feature_cache
 
-            return FeaturePlan(cfg, data, hw, model, data_config, source, progress=progress)
+            if supports_feature_cache(model):
+                return FeaturePlan(cfg, data, hw, model, data_config, source, progress=progress)
+            print(f"frozen {cfg.model}: no single classifier module on the pooled features; "
+                  "the backbone runs on every batch (no feature cache)", flush=True)
         plan_cls: type[ImagePlan] = FrozenImagePlan
     elif cfg.strategy == "finetune":
         plan_cls = FinetunePlan

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from wbclf.data.batch_augment import as_batch_augment, visit_order
 from wbclf.data.cache import ImageCache, build_or_load, load_image
 from wbclf.data.layouts import DatasetError, Sample, index_dataset
 from wbclf.data.sources import resolve_dataset
@@ -47,7 +48,12 @@ class DataBundle:
 
 
 class ImageDataset(Dataset):
-    """uint8 CHW images with integer labels, read from the cache (or decoded on the fly)."""
+    """uint8 images with integer labels, read from the cache (or decoded on the fly).
+
+    ``transform`` is a batch augmentation (:mod:`wbclf.data.batch_augment`) or an
+    albumentations pipeline. The fast path is :meth:`read_batch`, one call per batch; indexing
+    one item (``dataset[i]`` or ``dataset[(i, seed)]``) gives a CHW tensor and its label.
+    """
 
     def __init__(self, *, paths: list[str], labels: np.ndarray, size: int,
                  cache: ImageCache | None = None, rows: np.ndarray | None = None,
@@ -58,6 +64,7 @@ class ImageDataset(Dataset):
         self.cache = cache
         self.rows = rows
         self.transform = transform
+        self.augment = as_batch_augment(transform)
         self._array: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -69,29 +76,96 @@ class ImageDataset(Dataset):
         state["_array"] = None
         return state
 
+    @property
+    def cached(self) -> bool:
+        return self.cache is not None and self.rows is not None
+
+    def array(self) -> np.ndarray:
+        """The whole cache as an (N, S, S, 3) memmap, opened once per process."""
+        if self._array is None:
+            # a plain ndarray view (it keeps the memmap open): indexing a np.memmap builds a
+            # memmap object per row, several times the cost of copying a small image
+            self._array = np.asarray(self.cache.open())
+        return self._array
+
     def image(self, i: int) -> np.ndarray | None:
         """The stored (un-augmented) HWC uint8 image ``i``."""
-        if self.cache is not None and self.rows is not None:
-            if self._array is None:
-                self._array = self.cache.open()
-            return self._array[self.rows[i]]
+        if self.cached:
+            return self.array()[self.rows[i]]
         return load_image(self.paths[i], self.size)
 
     def __getitem__(self, item: int | tuple[int, int]):
-        # The train sampler sends (index, seed): augmentation then depends only on the epoch
-        # and the sample, not on worker count or history, so a resumed run repeats exactly.
-        i, seed = item if isinstance(item, tuple) else (item, None)
-        image = self.image(i)
-        if image is None:
-            warnings.warn(f"skipping undecodable image {self.paths[i]}", stacklevel=1)
+        images, labels = self.read_batch([item])
+        if not len(labels):
             return None
-        if self.transform is not None:
-            if seed is not None:
-                self.transform.set_random_seed(seed)
-            image = self.transform(image=np.asarray(image))["image"]
-        # copy: memmap rows are read-only, and torch wants memory it may own
-        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
-        return tensor, int(self.labels[i])
+        return images[0], int(labels[0])
+
+    def read_batch(self, items: list[int] | list[tuple[int, int]], *,
+                   channels_last: bool = False, pin_memory: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (uint8, N x 3 x S x S) and labels of ``items``, augmented when training.
+
+        Args:
+            channels_last: return a view of N x S x S x 3 memory (channels-last strides, no
+                transpose) instead of a contiguous N x 3 x S x S tensor.
+            pin_memory: allocate the batch in page-locked memory (CUDA only).
+        """
+        hwc = torch.empty((len(items), self.size, self.size, 3), dtype=torch.uint8,
+                          pin_memory=pin_memory)
+        count, labels = self.fill(items, hwc.numpy())
+        return _as_nchw(hwc[:count], channels_last, pin_memory), labels
+
+    def fill(self, items: list[int] | list[tuple[int, int]], out: np.ndarray
+             ) -> tuple[int, torch.Tensor]:
+        """Write the images of ``items`` into ``out[:count]`` (N x S x S x 3 uint8).
+
+        The train sampler sends (index, seed) pairs: augmentation then depends only on the
+        epoch and the sample, not on worker count or history, so a resumed run repeats
+        exactly. Rows are read from the memmap in ascending order, straight into ``out``.
+        Undecodable files (cache off) are left out, with a warning.
+
+        Returns:
+            How many images were written, and their labels.
+        """
+        index = np.array([it[0] if isinstance(it, tuple) else it for it in items], np.int64)
+        seeds = np.array([it[1] if isinstance(it, tuple)
+                          else (_fresh_seed() if self.augment else 0) for it in items], np.int64)
+        if self.cached:
+            source, rows = self.array(), self.rows[index]
+        else:
+            source, keep = self._decode(index)
+            index, seeds, rows = index[keep], seeds[keep], np.arange(len(keep))
+        if self.augment is not None:
+            self.augment(source, rows, seeds, out)
+        else:
+            for k in visit_order(rows):
+                out[k] = source[rows[k]]
+        return len(rows), torch.from_numpy(self.labels[index])
+
+    def _decode(self, index: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """Decode the files of ``index``: (stacked images, positions that decoded)."""
+        decoded = [load_image(self.paths[i], self.size) for i in index]
+        keep = [k for k, image in enumerate(decoded) if image is not None]
+        for k, image in enumerate(decoded):
+            if image is None:
+                warnings.warn(f"skipping undecodable image {self.paths[index[k]]}",
+                              stacklevel=2)
+        if not keep:
+            return np.empty((0, self.size, self.size, 3), np.uint8), keep
+        return np.stack([decoded[k] for k in keep]), keep
+
+
+def _fresh_seed() -> int:
+    """A seed for an item asked for without one (outside the seeded train sampler)."""
+    return int(np.random.randint(0, 2**31 - 1))
+
+
+def _as_nchw(hwc: torch.Tensor, channels_last: bool, pin_memory: bool) -> torch.Tensor:
+    """N x 3 x S x S from N x S x S x 3: a view, or a contiguous copy."""
+    nchw = hwc.permute(0, 3, 1, 2)
+    if channels_last:
+        return nchw
+    return torch.empty(nchw.shape, dtype=nchw.dtype, pin_memory=pin_memory).copy_(nchw)
 
 
 def collate_skip_none(batch):
@@ -123,58 +197,195 @@ class EpochSampler(Sampler):
         return iter(zip(order.tolist(), seeds.tolist()))
 
 
-def resolve_workers(setting: str, *, augment: str) -> int:
-    """``num_workers=auto``: no workers when there is nothing to compute per image.
+class EpochBatchSampler(Sampler):
+    """The :class:`EpochSampler`'s (index, seed) pairs in lists of ``batch_size``."""
 
-    Reading a cached image is a memcpy, so worker processes only pay for themselves when
-    augmentation runs; then use all cores but one (the training loop keeps one busy).
+    def __init__(self, n: int, seed: int, batch_size: int, *, drop_last: bool) -> None:
+        self.pairs = EpochSampler(n, seed)
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+
+    @property
+    def epoch(self) -> int:
+        return self.pairs.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.pairs.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        n, b = self.pairs.n, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        pairs = list(self.pairs)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield pairs[start:start + self.batch_size]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(setting: str, *, augment: str, device: str | torch.device | None = None,
+                    cores: int | None = None) -> int:
+    """``num_workers=auto``: loader processes only where they buy time (docs/BENCHMARKS.md).
+
+    - CPU training: none. The model's forward and backward passes cost hundreds of times
+      the augmentation of an image, and the intra-op threads of those passes already use
+      every core: a worker only takes cycles from them (measured: slower epochs).
+    - Accelerator training: the CPU's only job is feeding the device; augmentation then
+      runs in every core but one (the training loop's), up to 12. Reading a cached,
+      un-augmented image is a memory copy: 2 workers keep up with any GPU.
+
+    Args:
+        device: the training device (``None``: CUDA if available, else CPU).
+        cores: usable cores (default: this process's CPU affinity).
     """
     if setting != "auto":
         return int(setting)
-    if augment == "none":
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cpu":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, (cores or 1) - 1))
+    spare = (cores or available_cores()) - 1
+    return max(0, min(spare, 2 if augment == "none" else 12))
 
 
-def make_train_loader(dataset: ImageDataset, *, batch_size: int, workers: int, seed: int,
-                      pin_memory: bool = False) -> DataLoader:
-    """Shuffled, seeded batches; call ``loader.sampler.set_epoch(e)`` before each epoch.
+class _SlotWriter(Dataset):
+    """Worker side of :class:`BatchLoader`: item ``(slot, items)`` -> batch written in a slot."""
+
+    def __init__(self, dataset: ImageDataset, slots: torch.Tensor) -> None:
+        self.dataset = dataset
+        self.slots = slots  # (slots, B, S, S, 3) uint8 in shared memory
+
+    def __getitem__(self, task: tuple[int, list]) -> tuple[int, int, np.ndarray]:
+        slot, items = task
+        count, labels = self.dataset.fill(items, self.slots[slot].numpy())
+        return slot, count, labels.numpy()  # a few bytes: pickled, not a shared tensor
+
+
+def _as_is(task_result):
+    """``collate_fn`` that leaves a worker's result alone (no array-to-tensor conversion)."""
+    return task_result
+
+
+class _SlotSampler(Sampler):
+    """Hands each batch of the epoch a free slot of the loader's shared buffer."""
+
+    def __init__(self, batches: EpochBatchSampler, free: list[int]) -> None:
+        self.batches = batches
+        self.free = free  # the loader's list of free slots, shared
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[int, list]]:
+        for items in self.batches:
+            if not self.free:  # cannot happen: the DataLoader keeps at most slots - 2 out
+                raise RuntimeError("BatchLoader: no free batch slot")
+            yield self.free.pop(), items
+
+
+class BatchLoader:
+    """Shuffled, seeded, augmented uint8 batches; call ``loader.sampler.set_epoch(e)`` first.
+
+    With ``workers`` = 0 each batch is made in this process, one :meth:`ImageDataset.fill`
+    call (OpenCV's own threads parallelize the warps). With workers, each batch is made by
+    one call in one worker process, written into a slot of a shared-memory buffer allocated
+    once; this process copies it out (into page-locked memory when ``pin_memory``) and frees
+    the slot. Why: a fresh shared-memory batch per step, as torch's DataLoader makes them,
+    costs page faults on both sides that took more time than the augmentation itself (a
+    worker delivered 12k instead of 19k images/s at 128 px; docs/BENCHMARKS.md).
 
     The last partial batch is dropped when there is more than one batch (BatchNorm needs
     more than one image, and equal batches keep the loss scale even).
     """
-    sampler = EpochSampler(len(dataset), seed)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler,
-        drop_last=len(dataset) > batch_size, num_workers=workers, pin_memory=pin_memory,
-        persistent_workers=workers > 0, collate_fn=collate_skip_none,
-        prefetch_factor=4 if workers else None)
+
+    def __init__(self, dataset: ImageDataset, *, batch_size: int, workers: int, seed: int,
+                 pin_memory: bool = False, channels_last: bool = False,
+                 prefetch: int = 2) -> None:
+        self.dataset = dataset
+        self.sampler = EpochBatchSampler(len(dataset), seed, batch_size,
+                                         drop_last=len(dataset) > batch_size)
+        self.workers = workers
+        self.pin_memory = pin_memory
+        self.channels_last = channels_last
+        self._free: list[int] = []
+        self._loader: DataLoader | None = None
+        if workers > 0:
+            # The DataLoader keeps at most workers * prefetch tasks out, and one batch is
+            # being copied out here: two spare slots are one more than ever needed.
+            count = workers * prefetch + 2
+            size = dataset.size
+            self._slots = torch.empty((count, batch_size, size, size, 3),
+                                      dtype=torch.uint8).share_memory_()
+            self._loader = DataLoader(
+                _SlotWriter(dataset, self._slots), batch_size=None,
+                sampler=_SlotSampler(self.sampler, self._free), collate_fn=_as_is,
+                num_workers=workers, persistent_workers=True, prefetch_factor=prefetch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._loader is None:
+            for items in self.sampler:
+                yield self.dataset.read_batch(items, channels_last=self.channels_last,
+                                              pin_memory=self.pin_memory)
+            return
+        # a new epoch: the DataLoader finishes (and drops) the last one's tasks first
+        self._free[:] = range(len(self._slots))
+        for slot, count, labels in self._loader:
+            hwc = torch.empty((count, *self._slots.shape[2:]), dtype=torch.uint8,
+                              pin_memory=self.pin_memory)
+            # numpy's copy: one thread. torch's would wake the intra-op thread pool, whose
+            # spinning threads then take the cores from the workers (measured: 2x slower).
+            np.copyto(hwc.numpy(), self._slots[slot, :count].numpy())
+            self._free.append(slot)
+            labels = torch.from_numpy(labels)
+            if self.pin_memory:
+                labels = labels.pin_memory()
+            yield _as_nchw(hwc, self.channels_last, self.pin_memory), labels
 
 
-def iter_eval_batches(dataset: ImageDataset, batch_size: int
+def make_train_loader(dataset: ImageDataset, *, batch_size: int, workers: int, seed: int,
+                      pin_memory: bool = False, channels_last: bool = False) -> BatchLoader:
+    """The training batches of ``dataset`` (see :class:`BatchLoader`).
+
+    Args:
+        channels_last: deliver N x 3 x S x S views of N x S x S x 3 memory (what a
+            channels-last model wants, and no transpose in the loader).
+    """
+    return BatchLoader(dataset, batch_size=batch_size, workers=workers, seed=seed,
+                       pin_memory=pin_memory, channels_last=channels_last)
+
+
+def iter_eval_batches(dataset: ImageDataset, batch_size: int, *, pin_memory: bool = False
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Un-augmented batches in order: contiguous slices of the cache when there is one."""
+    """Un-augmented batches in order: contiguous slices of the cache when there is one.
+
+    Images come as N x 3 x S x S views of channels-last memory (no transpose); with
+    ``pin_memory`` each batch is copied to page-locked memory, so the copy to the device can
+    overlap with compute.
+    """
     n = len(dataset)
-    cached = dataset.cache is not None and dataset.rows is not None
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
-        labels = torch.from_numpy(dataset.labels[start:stop])
-        if cached:
-            if dataset._array is None:
-                dataset._array = dataset.cache.open()
+        if dataset.cached:
+            labels = torch.from_numpy(dataset.labels[start:stop])
             rows = dataset.rows[start:stop]
             # one contiguous read when the rows are consecutive (they are, for eval splits)
-            images = np.array(dataset._array[rows[0]:rows[-1] + 1]) \
-                if rows[-1] - rows[0] == len(rows) - 1 else dataset._array[rows]
-            yield torch.from_numpy(images).permute(0, 3, 1, 2), labels
+            images = np.array(dataset.array()[rows[0]:rows[-1] + 1]) \
+                if rows[-1] - rows[0] == len(rows) - 1 else dataset.array()[rows]
+            batch = torch.from_numpy(images).permute(0, 3, 1, 2)
         else:
-            items = [dataset[i] for i in range(start, stop)]
-            keep = [k for k, item in enumerate(items) if item is not None]
-            if not keep:
+            batch, labels = dataset.read_batch(list(range(start, stop)), channels_last=True)
+            if not len(labels):
                 continue
-            images = torch.stack([items[k][0] for k in keep])
-            yield images, labels[keep]
+        yield (batch.pin_memory(), labels.pin_memory()) if pin_memory else (batch, labels)
 
 
 def prepare_data(cfg, *, progress: bool | None = None, cache_dir: str | None = None
