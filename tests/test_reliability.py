@@ -61,50 +61,61 @@ def _epochs(run_dir: Path) -> list[int]:
 # ------------------------------------------------------------------ kills and signals
 
 
+@pytest.fixture(scope="module")
+def medium_lesions(_isolated_dirs) -> Path:
+    """~500 train images: an epoch lasts long enough to be interrupted in the middle."""
+    from wbclf.data.synthetic import synthesize
+
+    return synthesize("toy-lesions", _isolated_dirs / "toy-lesions-medium", n=250, size=48)
+
+
+def _wait_for_first_epoch(proc: subprocess.Popen, run_dir: Path) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and not _epochs(run_dir):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    assert _epochs(run_dir), "the run never finished its first epoch"
+
+
 @pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume(tmp_path):
-    # the full-size built-in toy-lesions (~1,000 train images): an epoch takes seconds
-    args = ["--dataset=toy-lesions", *FAST, "--limit_per_class=0", "--image_size=48",
-            "--epochs=3",
+def test_kill_9_mid_epoch_then_resume(medium_lesions, tmp_path):
+    args = [f"--dataset={medium_lesions}", *FAST, "--limit_per_class=0", "--epochs=4",
             "--wandb_mode=offline", f"--out_dir={tmp_path}", "--run_name=killed"]
     proc = _popen_train(*args)
     run_dir = tmp_path / "killed"
-    deadline = time.time() + 180
-    while time.time() < deadline and _epochs(run_dir) != [1]:
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
-    time.sleep(0.5)  # into epoch 2; epoch 1 is checkpointed and logged
+    _wait_for_first_epoch(proc, run_dir)
+    time.sleep(0.3)  # into the next epoch: epoch 1 is checkpointed and logged
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert _epochs(run_dir) == [1]
+    done = _epochs(run_dir)
+    assert proc.returncode == -signal.SIGKILL and done == list(range(1, len(done) + 1))
+    assert len(done) < 4, "the run finished before it could be killed"
     result = run_cli("train", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
-    assert _epochs(run_dir) == [1, 2, 3]
+    assert _epochs(run_dir) == [1, 2, 3, 4]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["epochs_run"] == 3
+    assert summary["status"] == "finished" and summary["epochs_run"] == 4
     rows = read_offline_run(run_dir).rows_with("val/acc")
-    assert sorted(row["epoch"] for row in rows) == [1, 2, 3]
+    assert sorted(row["epoch"] for row in rows) == [1, 2, 3, 4]
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_and_resumes(tmp_path):
-    args = ["--dataset=toy-lesions", *FAST, "--limit_per_class=0", "--image_size=48",
-            "--epochs=3",
+def test_sigterm_stops_cleanly_and_resumes(medium_lesions, tmp_path):
+    args = [f"--dataset={medium_lesions}", *FAST, "--limit_per_class=0", "--epochs=4",
             "--wandb_mode=disabled", f"--out_dir={tmp_path}", "--run_name=term"]
     proc = _popen_train(*args)
     run_dir = tmp_path / "term"
-    deadline = time.time() + 180
-    while time.time() < deadline and not _epochs(run_dir):
-        time.sleep(0.05)
+    _wait_for_first_epoch(proc, run_dir)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert ckpt["fit_state"]["epoch"] >= 1  # the last complete checkpoint is intact
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     result = run_cli("train", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
-    assert _epochs(run_dir) == [1, 2, 3]
+    assert _epochs(run_dir) == [1, 2, 3, 4]
 
 
 def test_two_processes_build_one_cache(toy_lesions, tmp_path):

@@ -308,13 +308,14 @@ def _add_wandb_config(logger: Logger, values: dict[str, Any]) -> None:
 
 
 def _relog_unlogged_epochs(run: Run) -> None:
-    """Epochs the checkpoint holds but ``metrics.jsonl`` lacks (killed between the two)."""
-    from wbclf.loggers import read_metrics
+    """Hand every epoch the checkpoint holds to the loggers again after a resume.
 
-    logged = {row["epoch"] for row in read_metrics(run.run_dir / "metrics.jsonl")}
+    A kill can land between a checkpoint and its log line, or before W&B flushed what it was
+    given; each logger keeps what it already has (W&B skips epochs its run holds, the run
+    directory replaces a line with the same epoch), so this fills gaps without doubling.
+    """
     for figures in run.state.history:
-        if int(figures["epoch"]) not in logged:
-            run.logger.log_epoch(int(figures["epoch"]), dict(figures))
+        run.logger.log_epoch(int(figures["epoch"]), dict(figures))
 
 
 def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
