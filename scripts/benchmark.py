@@ -267,35 +267,26 @@ def case_loader(s: Settings) -> dict[str, Any]:
 
 
 def case_epoch(s: Settings) -> dict[str, Any]:
-    """One training epoch of the scratch CNN: wbclf's fit vs a minimal PyTorch loop."""
+    """One training epoch of the scratch CNN: wbclf's fit vs a minimal PyTorch loop.
+
+    Also timed, interleaved with both: the floor (wbclf's model stepping on one in-memory
+    batch as often as an epoch has batches) and, without ``--quick``, wbclf with the model in
+    NCHW (contiguous) layout, which separates the data path's share of the speedup from the
+    memory format's.
+    """
     from torchvision.datasets import ImageFolder
 
     from wbclf.config import build_config
-    from wbclf.engine import fit
-    from wbclf.loggers import LocalRunLogger
     from wbclf.models import create_model
-    from wbclf.run import Run
 
     root = toy_leaves(s.data_dir)
     repeats = s.epoch_repeats
-    run_dir = s.work_dir / "epoch-run"
-    cfg = build_config({
+    base_cfg = {
         "dataset": str(root), "image_size": 64, "width": 32, "depth": 4, "batch_size": 64,
         "epochs": repeats + 1, "limit_per_class": s.epoch_limit, "log_samples": 0,
-        "wandb_mode": "disabled", "out_dir": str(s.work_dir), "run_name": "epoch-run",
-        "seed": 0})
-    logger = LocalRunLogger()
-    with _cache_dir(s.work_dir / "cache"):
-        run = Run(cfg, run_dir, logger)
-    logger.start(cfg=cfg, run_dir=run_dir, class_names=run.data.classes, resume=False,
-                 start_epoch=1)
-
-    def run_ours() -> float:
-        start = time.perf_counter()
-        fit(epochs=run.state.epoch + 1, state=run.state, run_epoch=run.run_epoch,
-            validate=_no_validation,
-            on_epoch_end=lambda epoch, metrics, improved: logger.log_epoch(epoch, metrics))
-        return time.perf_counter() - start
+        "wandb_mode": "disabled", "out_dir": str(s.work_dir), "seed": 0}
+    cfg = build_config({**base_cfg, "run_name": "epoch-run"})
+    run, run_ours = _timed_run(s, cfg)
 
     # The baseline reads the same files: wbclf's train split, straight from the JPEGs.
     train_files = {os.path.abspath(sample.path) for sample in run.data.splits["train"]}
@@ -324,37 +315,81 @@ def case_epoch(s: Settings) -> dict[str, Any]:
             optimizer.step()
         return time.perf_counter() - start
 
-    def forward_backward_only() -> float:
-        """The floor: wbclf's model stepping on one in-memory batch, as many times."""
-        images = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8)
-        if run.hw.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, len(run.data.classes), (64,))
-        model_, optimizer_ = run.model, run.optimizer
-        model_.train()
+    floor_images = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8)
+    if run.hw.channels_last:
+        floor_images = floor_images.contiguous(memory_format=torch.channels_last)
+    floor_labels = torch.randint(0, len(run.data.classes), (64,))
+    floor_model = create_model("scratch", len(folder.classes), cfg).to(
+        memory_format=torch.channels_last if run.hw.channels_last else torch.contiguous_format)
+    floor_optimizer = torch.optim.AdamW(floor_model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    def run_floor() -> float:
+        """wbclf's model and layout, one in-memory batch, as many steps as an epoch."""
+        floor_model.train()
         start = time.perf_counter()
         for _ in range(len(run.plan.loader)):
-            loss = run.criterion(model_(run.normalizer(images)), labels)
-            optimizer_.zero_grad(set_to_none=True)
+            loss = criterion(floor_model(run.normalizer(floor_images)), floor_labels)
+            floor_optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer_.step()
+            floor_optimizer.step()
         return time.perf_counter() - start
 
-    runs = interleaved({"wbclf": run_ours, "baseline": run_base}, repeats)
-    floor = [forward_backward_only() for _ in range(max(1, repeats // 2))]
+    timed = {"wbclf": run_ours, "baseline": run_base, "floor": run_floor}
+    if not s.quick:
+        _, timed["wbclf_nchw"] = _timed_run(
+            s, build_config({**base_cfg, "run_name": "epoch-run-nchw"}), channels_last=False)
+    runs = interleaved(timed, repeats)
     ours_s, base_s = median(runs["wbclf"]), median(runs["baseline"])
-    images = len(run.plan.loader) * cfg.batch_size
-    return {
+    figures = {
         "epoch_speedup": base_s / ours_s,
         "paired_speedup": paired_ratio(runs["baseline"], runs["wbclf"]),
-        "images_per_epoch": images, "image_size": 64, "batch_size": 64,
-        "wbclf_epoch_s": ours_s, "baseline_epoch_s": base_s,
+        "images_per_epoch": len(run.plan.loader) * cfg.batch_size, "image_size": 64,
+        "batch_size": 64, "wbclf_epoch_s": ours_s, "baseline_epoch_s": base_s,
         "wbclf_runs": runs["wbclf"], "baseline_runs": runs["baseline"],
         "wbclf_workers": run.plan.workers, "baseline_workers": base_workers,
         "wbclf_channels_last": run.hw.channels_last,
-        "forward_backward_only_s": median(floor),
-        "wbclf_vs_forward_backward": median(floor) / ours_s,
+        "forward_backward_only_s": median(runs["floor"]),
+        "wbclf_vs_forward_backward": paired_ratio(runs["floor"], runs["wbclf"]),
     }
+    if "wbclf_nchw" in runs:
+        figures["wbclf_nchw_epoch_s"] = median(runs["wbclf_nchw"])
+        figures["nchw_speedup"] = paired_ratio(runs["baseline"], runs["wbclf_nchw"])
+    return figures
+
+
+def _timed_run(s: Settings, cfg, *, channels_last: bool | None = None
+               ) -> tuple[Any, Callable[[], float]]:
+    """A wbclf Run for ``cfg`` and a function timing one more epoch of it through ``fit``.
+
+    ``channels_last`` overrides the device's choice of memory format.
+    """
+    import dataclasses
+    from unittest import mock
+
+    from wbclf.device import resolve_hardware
+    from wbclf.engine import fit
+    from wbclf.loggers import LocalRunLogger
+    from wbclf.run import Run
+
+    def hardware(device: str, precision: str):
+        hw = resolve_hardware(device, precision)
+        return hw if channels_last is None else dataclasses.replace(hw, channels_last=channels_last)
+
+    run_dir = s.work_dir / cfg.run_name
+    logger = LocalRunLogger()
+    with _cache_dir(s.work_dir / "cache"), mock.patch("wbclf.run.resolve_hardware", hardware):
+        run = Run(cfg, run_dir, logger)
+    logger.start(cfg=cfg, run_dir=run_dir, class_names=run.data.classes, resume=False,
+                 start_epoch=1)
+
+    def one_epoch() -> float:
+        start = time.perf_counter()
+        fit(epochs=run.state.epoch + 1, state=run.state, run_epoch=run.run_epoch,
+            validate=_no_validation,
+            on_epoch_end=lambda epoch, metrics, improved: logger.log_epoch(epoch, metrics))
+        return time.perf_counter() - start
+
+    return run, one_epoch
 
 
 @contextlib.contextmanager

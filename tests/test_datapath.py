@@ -31,7 +31,8 @@ def bundle(toy_lesions):
 
 def _items(n: int, seed: int = 3) -> list[tuple[int, int]]:
     rng = np.random.default_rng(seed)
-    return [(int(i), int(s)) for i, s in zip(rng.permutation(n), rng.integers(0, 2**31, n))]
+    pairs = zip(rng.permutation(n), rng.integers(0, 2**31, n), strict=True)
+    return [(int(i), int(s)) for i, s in pairs]
 
 
 # ------------------------------------------------------------------ batched reads
@@ -161,7 +162,7 @@ def test_loader_delivers_uint8_nchw_with_the_right_labels(bundle, workers, chann
         delivered = list(loader)  # every batch kept: none may be overwritten later
         assert len(delivered) == len(expected) == len(ds) // 8
         seen = []
-        for (images, labels), items in zip(delivered, expected):
+        for (images, labels), items in zip(delivered, expected, strict=True):
             assert images.dtype == torch.uint8 and images.shape == (8, 3, SIZE, SIZE)
             assert images.is_contiguous(memory_format=torch.channels_last
                                         if channels_last else torch.contiguous_format)

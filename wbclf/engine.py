@@ -110,7 +110,7 @@ def _check_losses(pending: list[tuple[int, torch.Tensor]], epoch: int,
     values = torch.stack([loss for _, loss in pending]).tolist()
     steps = [step for step, _ in pending]
     pending.clear()
-    for step, value in zip(steps, values):
+    for step, value in zip(steps, values, strict=True):
         if not math.isfinite(value):
             lr = current_lrs(optimizer).get("lr", float("nan"))
             raise DivergedError(f"diverged at epoch {epoch}, step {step} (lr={lr:.3g}): the "
@@ -144,7 +144,8 @@ def evaluate(model: nn.Module, batches: Iterable, *, criterion: nn.Module, norma
     count = sum(sizes)
     if count == 0:
         raise ValueError("evaluation got no images")
-    loss = sum(value * size for value, size in zip(torch.stack(losses).tolist(), sizes))
+    values = torch.stack(losses).tolist()
+    loss = sum(value * size for value, size in zip(values, sizes, strict=True))
     return (loss / count, torch.cat(all_labels).cpu().numpy(),
             torch.cat(all_probs).cpu().numpy().astype(np.float64))
 

@@ -233,12 +233,13 @@ def resolve_workers(setting: str, *, augment: str, device: str | torch.device | 
                     cores: int | None = None) -> int:
     """``num_workers=auto``: loader processes only where they buy time (docs/BENCHMARKS.md).
 
-    - CPU training: none. The model's forward and backward passes cost hundreds of times
-      the augmentation of an image, and the intra-op threads of those passes already use
-      every core: a worker only takes cycles from them (measured: slower epochs).
+    - CPU training: none. The model's forward and backward passes cost tens to hundreds of
+      times the augmentation of an image, and their intra-op threads already use every
+      core: a worker only takes cycles from them (one worker made scratch-CNN epochs 1-4%
+      slower on 2 cores, light and strong augmentation alike).
     - Accelerator training: the CPU's only job is feeding the device; augmentation then
-      runs in every core but one (the training loop's), up to 12. Reading a cached,
-      un-augmented image is a memory copy: 2 workers keep up with any GPU.
+      runs in every core but one (the training loop's), up to 12. A cached, un-augmented
+      image is a memory copy (3 us at 128 px): 2 workers out-deliver what a GPU trains on.
 
     Args:
         device: the training device (``None``: CUDA if available, else CPU).
@@ -297,8 +298,8 @@ class BatchLoader:
     one call in one worker process, written into a slot of a shared-memory buffer allocated
     once; this process copies it out (into page-locked memory when ``pin_memory``) and frees
     the slot. Why: a fresh shared-memory batch per step, as torch's DataLoader makes them,
-    costs page faults on both sides that took more time than the augmentation itself (a
-    worker delivered 12k instead of 19k images/s at 128 px; docs/BENCHMARKS.md).
+    costs page faults that took more time than augmenting half the batch (one worker
+    delivered 11k instead of 22k images/s at 128 px; docs/BENCHMARKS.md).
 
     The last partial batch is dropped when there is more than one batch (BatchNorm needs
     more than one image, and equal batches keep the loss scale even).
@@ -341,8 +342,8 @@ class BatchLoader:
         for slot, count, labels in self._loader:
             hwc = torch.empty((count, *self._slots.shape[2:]), dtype=torch.uint8,
                               pin_memory=self.pin_memory)
-            # numpy's copy: one thread. torch's would wake the intra-op thread pool, whose
-            # spinning threads then take the cores from the workers (measured: 2x slower).
+            # numpy's copy: one thread. torch's wakes the intra-op thread pool, whose spinning
+            # threads then hold the cores the workers need (measured: 1.7x slower loading).
             np.copyto(hwc.numpy(), self._slots[slot, :count].numpy())
             self._free.append(slot)
             labels = torch.from_numpy(labels)
