@@ -107,7 +107,11 @@ def test_kill_9_mid_epoch_then_resume(medium_lesions, tmp_path):
     assert _epochs(run_dir) == list(range(1, epochs + 1))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_run"] == epochs
-    assert sorted(_wandb_epochs(run_dir)) == list(range(1, epochs + 1))
+    # W&B: no epoch twice, and every epoch from the killed one on; an epoch logged within
+    # wandb-core's flush second before the kill may be missing (RELIABILITY.md, known limit)
+    logged = _wandb_epochs(run_dir)
+    assert len(logged) == len(set(logged)), logged
+    assert 1 in logged and set(range(len(done) + 1, epochs + 1)) <= set(logged), logged
 
 
 @pytest.mark.slow

@@ -260,9 +260,13 @@ class WandbLogger:
         if isinstance(previous, (int, float)) and math.isfinite(previous):
             self._best_val_acc = float(previous)
         if self.mode == "offline":
-            from wbclf.wandb_offline import OfflineRunError, read_offline_run
+            from wbclf.wandb_offline import (OfflineRunError, read_offline_run,
+                                             wait_until_quiet)
 
             sync_dir = Path(self.run.settings.sync_dir).resolve()
+            for folder in sync_dir.parent.glob(f"offline-run-*-{self.run.id}*"):
+                if folder.resolve() != sync_dir:
+                    wait_until_quiet(folder)
             try:
                 earlier = read_offline_run(sync_dir.parent, run_id=self.run.id)
             except (OfflineRunError, OSError, ValueError):

@@ -166,6 +166,28 @@ def segment_complete(folder: str | Path) -> bool:
         return False  # e.g. not even the header is on disk yet
 
 
+def wait_until_quiet(folder: str | Path, *, quiet_s: float = 2.5,
+                     timeout_s: float = 15.0) -> None:
+    """Wait until an unfinished segment's log stops growing (its writer may outlive a kill).
+
+    After ``kill -9`` of a training process, wandb-core can still flush rows it had been given
+    for a second or so; reading the segment before that would miss them and a resumed run
+    would then reuse their steps.
+    """
+    files = sorted(Path(folder).glob("run-*.wandb"))
+    if not files or segment_complete(folder):
+        return
+    deadline = time.monotonic() + timeout_s
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        current = files[0].stat().st_size
+        if current != size:
+            size, since = current, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+
+
 def wait_for_segment(folder: str | Path, timeout_s: float = 30.0) -> bool:
     """Wait until wandb has written an offline run's log to the end.
 
