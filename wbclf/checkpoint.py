@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from wbclf.atomic import write_bytes_atomic
 
 
 def rng_state() -> dict[str, Any]:
@@ -30,32 +31,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename over ``path``.
-
-    A crash or a full disk while writing leaves the previous file untouched.
-    """
+    """``torch.save`` written atomically: a crash or a full disk leaves the previous file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     # Serialize in memory first: torch's zip writer turns a failed write (full disk) into an
     # opaque RuntimeError, while a plain file write raises the OSError that says why.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_bytes_atomic(path, buffer.getbuffer())
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         from wbclf.errors import RunError
 
         kept = "the previous one is intact" if path.exists() else "no earlier copy exists"
         raise RunError(f"could not write {path} ({err.strerror or err}); {kept}") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -20,12 +20,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from wbclf.atomic import write_text_atomic
 from wbclf.metrics import confusion_matrix, json_safe, per_class_rows
 from wbclf.records import Evaluation, SamplePredictions
 
@@ -195,25 +194,6 @@ class MemoryLogger:
 
 
 # --------------------------------------------------------------------------- run directory
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, fsync, then rename it over ``path``.
-
-    Readers (the report, a resume) see either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

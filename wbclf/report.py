@@ -13,9 +13,7 @@ on stderr).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,18 +98,6 @@ class LocalReport:
                 + "\n".join(f"  {line}" for line in self.best_line.splitlines()))
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_local_report(runs_dir: str | Path, output: str | Path | None = None, *,
                        title: str | None = None) -> LocalReport:
     """Read the runs under ``runs_dir`` and write the HTML report, its Markdown and PNGs.
@@ -119,7 +105,7 @@ def write_local_report(runs_dir: str | Path, output: str | Path | None = None, *
     Every file is written to a temporary name and renamed, so a reader never sees half a
     report; PNGs of an earlier report that this one no longer has are removed.
     """
-    from wbclf.loggers import write_text_atomic
+    from wbclf.atomic import write_bytes_atomic, write_text_atomic
     from wbclf.reporting.collect import collect_studies
     from wbclf.reporting.document import build_document
     from wbclf.reporting.html import render_html
@@ -141,7 +127,7 @@ def write_local_report(runs_dir: str | Path, output: str | Path | None = None, *
     assets = html_path.with_name(f"{html_path.stem}_files")
     assets.mkdir(parents=True, exist_ok=True)
     for image in doc.images:
-        _write_bytes_atomic(assets / image.name, image.png)
+        write_bytes_atomic(assets / image.name, image.png)
     keep = {image.name for image in doc.images}
     for stale in assets.glob("*.png"):
         if stale.name not in keep:
