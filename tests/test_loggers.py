@@ -184,7 +184,7 @@ def test_write_text_atomic_leaves_old_file_on_failure(tmp_path: Path, monkeypatc
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("wbclf.loggers.os.replace", broken_replace)
+    monkeypatch.setattr("wbclf.atomic.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_text_atomic(path, "new\n")
     assert path.read_text() == "old\n"
