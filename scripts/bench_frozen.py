@@ -62,8 +62,8 @@ def _env(**values: str):
 
 def _trial(cfg, cached: bool) -> dict[str, Any]:
     """One train_run; ``cached=False`` hides the feature cache so the backbone runs per batch."""
-    from wbclf import strategies
-    from wbclf.run import train_run
+    from wbclf.training.plans import factory
+    from wbclf.training.run import train_run
 
     epoch_s: list[float] = []
 
@@ -72,7 +72,7 @@ def _trial(cfg, cached: bool) -> dict[str, Any]:
         return False
 
     hide = contextlib.nullcontext() if cached else \
-        mock.patch.object(strategies, "_feature_cache_available", return_value=False)
+        mock.patch.object(factory, "supports_feature_cache", return_value=False)
     start = time.perf_counter()
     with hide:
         summary = train_run(cfg, epoch_callback=on_epoch)
@@ -100,7 +100,6 @@ def frozen_study(quick: bool, *, augment: str = "none", dataset: str = "toy-lesi
     """
     from wbclf.config import build_config
     from wbclf.data.datasets import prepare_data
-    import wbclf.features  # noqa: F401 -- fail early when the feature cache is missing
 
     settings = _settings(quick)
     with tempfile.TemporaryDirectory(prefix="wbclf-bench-frozen-") as tmp, \

@@ -367,9 +367,9 @@ def _timed_run(s: Settings, cfg, *, channels_last: bool | None = None
     from unittest import mock
 
     from wbclf.device import resolve_hardware
-    from wbclf.engine import fit
-    from wbclf.loggers import LocalRunLogger
-    from wbclf.run import Run
+    from wbclf.training.engine import fit
+    from wbclf.tracking.loggers import LocalRunLogger
+    from wbclf.training.run import Run
 
     def hardware(device: str, precision: str):
         hw = resolve_hardware(device, precision)
@@ -377,7 +377,8 @@ def _timed_run(s: Settings, cfg, *, channels_last: bool | None = None
 
     run_dir = s.work_dir / cfg.run_name
     logger = LocalRunLogger()
-    with _cache_dir(s.work_dir / "cache"), mock.patch("wbclf.run.resolve_hardware", hardware):
+    with _cache_dir(s.work_dir / "cache"), \
+            mock.patch("wbclf.training.run.resolve_hardware", hardware):
         run = Run(cfg, run_dir, logger)
     logger.start(cfg=cfg, run_dir=run_dir, class_names=run.data.classes, resume=False,
                  start_epoch=1)
@@ -428,10 +429,10 @@ def case_loop(s: Settings) -> dict[str, Any]:
     from wbclf.config import build_config
     from wbclf.data.transforms import DeviceNormalizer
     from wbclf.device import resolve_hardware
-    from wbclf.engine import FitState, fit, train_one_epoch
-    from wbclf.loggers import LocalRunLogger
+    from wbclf.training.engine import FitState, fit, train_one_epoch
+    from wbclf.tracking.loggers import LocalRunLogger
     from wbclf.models import create_model
-    from wbclf.optim import build_optimizer, build_scheduler, param_groups
+    from wbclf.training.optim import build_optimizer, build_scheduler, param_groups
 
     size, batch, classes = 32, 64, 8
     hw = resolve_hardware("auto", "auto")
@@ -554,7 +555,7 @@ def train_throughput(name: str, size: int, batch: int, device: torch.device, *,
     from wbclf.config import build_config
     from wbclf.data.transforms import DeviceNormalizer
     from wbclf.device import Hardware
-    from wbclf.engine import train_one_epoch
+    from wbclf.training.engine import train_one_epoch
     from wbclf.models import create_model
 
     torch.manual_seed(0)
@@ -594,8 +595,8 @@ def pipeline_throughput(s: Settings, device: torch.device, batch: int) -> dict[s
     """Training images/s of the scratch CNN at 128 px through the whole data path: wbclf's
     cached, augmented loader (``num_workers=auto``, pinned) feeding bf16 + channels_last."""
     from wbclf.config import build_config
-    from wbclf.loggers import LocalRunLogger
-    from wbclf.run import Run
+    from wbclf.tracking.loggers import LocalRunLogger
+    from wbclf.training.run import Run
 
     epochs = 3 if s.quick else 6
     cfg = build_config({

@@ -17,7 +17,7 @@ from wbclf.data.batch_augment import (AlbumentationsAugment, LightAugment, build
 from wbclf.data.datasets import (EpochBatchSampler, EpochSampler, iter_eval_batches,
                                  make_train_loader, prepare_data, resolve_workers)
 from wbclf.data.transforms import build_train_transform
-from wbclf.engine import _check_losses
+from wbclf.training.engine import _check_losses
 from wbclf.errors import DivergedError
 
 SIZE = 32

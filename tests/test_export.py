@@ -11,10 +11,10 @@ import torch
 
 from tests.conftest import run_cli
 from tests.test_predict import _timm_checkpoint, train_toy_run
-from wbclf.export import ExportError, export_run
-from wbclf.inference import ImageClassifier, InferenceError
-from wbclf.inference import load_run_model
-from wbclf.predict import collect_images, read_image
+from wbclf.inference.export import ExportError, export_run
+from wbclf.inference.model import ImageClassifier, InferenceError
+from wbclf.inference.model import load_run_model
+from wbclf.inference.predict import collect_images, read_image
 
 ATOL = 1e-4
 
@@ -110,7 +110,7 @@ def test_timm_backbone_exports(fmt, tmp_path):
 
 
 def test_a_mismatch_is_refused_and_leaves_no_file(tmp_path, monkeypatch):
-    import wbclf.export as export
+    import wbclf.inference.export as export
 
     _timm_checkpoint(tmp_path, "frozen")
 

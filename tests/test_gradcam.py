@@ -11,11 +11,13 @@ import torch
 from torch import nn
 
 from tests.test_predict import train_toy_run
-from wbclf.gradcam import gradcam, gradcam_for_images
-from wbclf.inference import load_run_model
-from wbclf.predict import collect_images, read_image
+from wbclf.data.transforms import DeviceNormalizer
+from wbclf.models.gradcam import gradcam, gradcam_for_images
+from wbclf.inference.model import load_run_model
+from wbclf.inference.predict import collect_images, read_image
 
-IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+IMAGENET = DeviceNormalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IDENTITY = DeviceNormalizer([0] * 3, [1] * 3)
 
 
 def _images(n: int = 4, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -55,10 +57,8 @@ def test_evidence_is_located_and_class_specific():
     image = np.zeros((1, 32, 32, 3), np.uint8)
     image[0, 4:12, 20:28] = 255  # a bright square, top right
     model = BrightSpotModel()
-    bright = gradcam_for_images(model, image, np.array([1]), {"mean": [0] * 3, "std": [1] * 3},
-                                "cpu")
-    dark = gradcam_for_images(model, image, np.array([0]), {"mean": [0] * 3, "std": [1] * 3},
-                              "cpu")
+    bright = gradcam_for_images(model, image, np.array([1]), IDENTITY, "cpu")
+    dark = gradcam_for_images(model, image, np.array([0]), IDENTITY, "cpu")
     _check_maps(bright, 1, 32, 32)
     assert bright[0, 4:12, 20:28].min() == pytest.approx(1.0)
     assert bright[0, 20:, :12].max() == pytest.approx(0.0)
@@ -77,7 +77,8 @@ def test_trained_run_maps_have_image_size_and_differ_between_classes(lesion_run,
     paths = collect_images([toy_lesions / "test"])[::5]
     images = np.stack([read_image(p, loaded.image_size)[0] for p in paths])
     n = len(images)
-    per_class = [gradcam_for_images(loaded.model, images, np.full(n, c), loaded.data_config,
+    normalizer = DeviceNormalizer(loaded.data_config["mean"], loaded.data_config["std"])
+    per_class = [gradcam_for_images(loaded.model, images, np.full(n, c), normalizer,
                                     "cpu") for c in (0, 1)]
     for maps in per_class:
         _check_maps(maps, n, loaded.image_size, loaded.image_size)
@@ -140,10 +141,10 @@ def test_no_feature_map_gives_none_with_a_warning():
 @pytest.mark.slow
 def test_training_logs_cams_in_samples_png_and_the_wandb_table(toy_lesions, tmp_path):
     from wbclf.config import build_config
-    from wbclf.loggers import LocalRunLogger, MemoryLogger
-    from wbclf.run import train_run
-    from wbclf.wandb_logger import WandbLogger
-    from wbclf.wandb_offline import read_offline_run
+    from wbclf.tracking.loggers import LocalRunLogger, MemoryLogger
+    from wbclf.training.run import train_run
+    from wbclf.tracking.wandb_logger import WandbLogger
+    from wbclf.tracking.wandb_offline import read_offline_run
 
     cfg = build_config({"dataset": str(toy_lesions), "image_size": 32, "width": 8, "depth": 3,
                         "epochs": 1, "limit_per_class": 20, "num_workers": "0",

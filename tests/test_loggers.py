@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from wbclf.config import build_config
-from wbclf.loggers import (
+from wbclf.tracking.loggers import (
     LocalRunLogger,
     Logger,
     MemoryLogger,
@@ -19,7 +19,7 @@ from wbclf.loggers import (
     read_metrics,
     write_text_atomic,
 )
-from wbclf.records import Evaluation, SamplePredictions
+from wbclf.tracking.records import Evaluation, SamplePredictions
 
 PLANT_NAMES = ["Corn_(maize)___Common_rust_", "Pepper,_bell___Bacterial_spot",
                "Tomato___Spider_mites Two-spotted_spider_mite"]
@@ -194,7 +194,7 @@ def test_write_text_atomic_leaves_old_file_on_failure(tmp_path: Path, monkeypatc
 def test_importing_loggers_does_not_import_wandb() -> None:
     import subprocess
 
-    code = ("import sys, wbclf.loggers, wbclf.records; "
+    code = ("import sys, wbclf.tracking.loggers, wbclf.tracking.records; "
             "print(sorted(m for m in ('wandb', 'torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -256,7 +256,7 @@ def test_multi_logger_fans_out_and_always_finishes_all(tmp_path: Path) -> None:
 
 
 def test_cam_overlay_shape_and_weighting() -> None:
-    from wbclf.plots import cam_overlay
+    from wbclf.tracking.plots import cam_overlay
 
     image = np.full((32, 48, 3), 100, np.uint8)
     cam = np.zeros((8, 12))
@@ -270,7 +270,7 @@ def test_cam_overlay_shape_and_weighting() -> None:
 
 
 def test_display_name_is_readable_and_bounded() -> None:
-    from wbclf.plots import display_name
+    from wbclf.tracking.plots import display_name
 
     assert display_name("Corn_(maize)___Common_rust_") == "Corn (maize) / Common rust"
     long = display_name("Tomato___Spider_mites Two-spotted_spider_mite_and_more_words", 30)
@@ -278,7 +278,7 @@ def test_display_name_is_readable_and_bounded() -> None:
 
 
 def test_roc_figure_handles_one_class(tmp_path: Path) -> None:
-    from wbclf.plots import roc_figure, save_figure_atomic
+    from wbclf.tracking.plots import roc_figure, save_figure_atomic
 
     fig = roc_figure(np.zeros(5, int), np.linspace(0, 1, 5), threshold=0.5)
     save_figure_atomic(fig, tmp_path / "roc.png", dpi=40)

@@ -14,15 +14,15 @@ import torch
 from tests.conftest import run_cli
 from wbclf.checkpoint import load_checkpoint
 from wbclf.config import build_config
-from wbclf.inference import InferenceError, load_run_model
+from wbclf.inference.model import InferenceError, load_run_model
 from wbclf.metrics import predict_labels
-from wbclf.predict import (collect_images, label_from_path, predict_paths,
+from wbclf.inference.predict import (collect_images, label_from_path, predict_paths,
                            write_predictions_csv)
 
 
 def train_toy_run(dataset: Path, out: Path, **kw) -> Path:
     """A tiny real run (2 epochs, 32 px); returns its directory."""
-    from wbclf.run import train_run
+    from wbclf.training.run import train_run
 
     settings = {"dataset": str(dataset), "image_size": 32, "width": 8, "depth": 3, "epochs": 2,
                 "limit_per_class": 40, "wandb_mode": "disabled", "num_workers": "0",
@@ -139,7 +139,7 @@ def test_folder_with_corrupt_files_lists_them(lesion_run, toy_lesions, tmp_path)
 def test_tta_averages_flips(lesion_run, toy_lesions):
     loaded = load_run_model(lesion_run, "cpu")
     paths = collect_images([toy_lesions / "test" / "Benign"])[:6]
-    from wbclf.predict import read_image
+    from wbclf.inference.predict import read_image
 
     images = np.stack([read_image(p, loaded.image_size)[0] for p in paths])
     plain = loaded.predict_probs(images)
@@ -197,7 +197,7 @@ def test_bad_checkpoints_are_one_line_errors(lesion_run, tmp_path):
 
 def _timm_checkpoint(run_dir: Path, strategy: str) -> torch.nn.Module:
     """A hand-made checkpoint of a timm model trained with a pretrained strategy."""
-    from wbclf.inference import rebuild_model
+    from wbclf.inference.model import rebuild_model
     from wbclf.models import model_data_config
 
     cfg = build_config({"model": "resnet10t", "strategy": strategy, "image_size": 32,
@@ -246,7 +246,7 @@ def test_collect_and_label_helpers(tmp_path):
 
 
 def test_csv_without_truth_has_no_true_column(tmp_path):
-    from wbclf.predict import Prediction, PredictionResult
+    from wbclf.inference.predict import Prediction, PredictionResult
 
     result = PredictionResult(class_names=["a", "b", "c"], predictions=[
         Prediction("x.jpg", np.array([0.2, 0.5, 0.3]), 1)], unreadable=[("y.jpg", "empty")])

@@ -22,8 +22,8 @@ from wbclf.config import build_config
 from wbclf.data.cache import build_or_load, load_image
 from wbclf.data.datasets import prepare_data
 from wbclf.data.layouts import DatasetError, index_dataset
-from wbclf.run import train_run
-from wbclf.wandb_offline import read_offline_run
+from wbclf.training.run import train_run
+from wbclf.tracking.wandb_offline import read_offline_run
 
 FAST = ["--image_size=32", "--width=8", "--depth=3", "--limit_per_class=40",
         "--num_workers=0", "--batch_size=16"]

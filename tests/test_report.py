@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, run_cli
-from wbclf.report import main as report_main
-from wbclf.report import write_local_report
+from wbclf.reporting.main import main as report_main
+from wbclf.reporting.main import write_local_report
 from wbclf.reporting import analysis as A
 from wbclf.reporting.collect import RunRecord, Study, collect_studies
 
@@ -114,7 +114,7 @@ def summary(run_dir: Path) -> dict:
 
 def _train_grid(dataset: Path, folder: Path, grid: list[dict]) -> None:
     from wbclf.config import build_config
-    from wbclf.run import train_run
+    from wbclf.training.run import train_run
 
     for i, params in enumerate(grid):
         cfg = build_config({**TINY, "dataset": str(dataset), "out_dir": str(folder),

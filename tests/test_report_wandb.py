@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from wbclf.report import main as report_main
+from wbclf.reporting.main import main as report_main
 from wbclf.reporting import wandb_report as W
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))

@@ -57,7 +57,7 @@ def test_done_when_scratch_bn_on_toy_data(tmp_path):
     assert result.stdout.count(" finished ") == 8
     print(f"scratch_bn acceptance sweep: {elapsed:.0f}s")
 
-    from wbclf.wandb_offline import read_offline_run
+    from wbclf.tracking.wandb_offline import read_offline_run
 
     run = read_offline_run(out / "trial-0000")
     assert run.group == "scratch_bn"  # a W&B run grouped under the sweep's name
@@ -128,7 +128,7 @@ def test_agent_run_joins_the_agents_wandb_run(tmp_path, toy_lesions):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "agent-run"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["batch_norm"] is False
-    from wbclf.wandb_offline import read_offline_run
+    from wbclf.tracking.wandb_offline import read_offline_run
 
     run = read_offline_run(run_dir)
     assert run.run_id == "r123agent"
@@ -136,7 +136,7 @@ def test_agent_run_joins_the_agents_wandb_run(tmp_path, toy_lesions):
 
 
 @pytest.mark.skipif("callback_from_env" not in (REPO / "wbclf" / "cli.py").read_text(),
-                    reason="wbclf train does not call wbclf.sweep_hooks.callback_from_env yet")
+                    reason="wbclf train does not call wbclf.sweeps.trial.callback_from_env yet")
 def test_real_trials_report_each_epoch_to_hyperband(tmp_path, toy_lesions):
     sweep = write_sweep(tmp_path, "hb", {"lr": {"values": [3.0e-3, 1.0e-6]}},
                         early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3})

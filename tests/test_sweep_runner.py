@@ -3,7 +3,7 @@ parallel workers, shared studies, hyperband pruning, failed trials, caps.
 
 The fake program stands in for ``wbclf train`` with the same contract (agent arguments parsed
 by the one config parser, ``out_dir/run_name/summary.json`` with a status, ``--resume``,
-:func:`wbclf.sweep_hooks.callback_from_env` per epoch), so these tests check the sweep
+:func:`wbclf.sweeps.trial.callback_from_env` per epoch), so these tests check the sweep
 machinery in seconds. tests/test_sweep_e2e.py runs real training.
 """
 
@@ -31,7 +31,7 @@ FAKE_TRAINER = textwrap.dedent('''
 
     sys.path.insert(0, {repo!r})
     from wbclf.config import parse_tokens
-    from wbclf.sweep_hooks import callback_from_env
+    from wbclf.sweeps.trial import callback_from_env
 
     parsed = parse_tokens(sys.argv[1:])
     cfg = parsed.config

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from wbclf import sweep_hooks
+from wbclf.sweeps import trial as sweep_hooks
 from wbclf.sweeps.schema import check_sweep
 from wbclf.sweeps.storage import sqlite_url
 from wbclf.sweeps.study import Outcome, SweepStudy, owner_gone, process_identity

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from wbclf.data import synthetic
+from wbclf.data.synthetic import plumbing
 from wbclf.data.synthetic import DEFAULTS, MARKER, PLANT_TOP, TOY_DATASETS, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,8 +236,8 @@ def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(*args)
 
-    original = synthetic._write_job
-    monkeypatch.setattr(synthetic, "_write_job", boom)
+    original = plumbing.write_job
+    monkeypatch.setattr(plumbing, "write_job", boom)
     with pytest.raises(KeyboardInterrupt):
         synthesize("toy-leaves", tmp_path / "toy", n=6, size=32)
     assert list(tmp_path.iterdir()) == []
@@ -264,7 +266,7 @@ def test_killed_generation_leaves_no_dataset_and_does_not_block_the_next(tmp_pat
 
 def test_leftover_of_a_live_run_is_left_alone(tmp_path):
     # Another process (here: this one) may still be writing it.
-    live = tmp_path / f".toy.partial.{synthetic.socket.gethostname()}.{os.getpid()}.abcd1234"
+    live = tmp_path / f".toy.partial.{socket.gethostname()}.{os.getpid()}.abcd1234"
     (live / "train").mkdir(parents=True)
     synthesize("toy-lesions", tmp_path / "toy", n=3, size=32)
     assert live.is_dir()

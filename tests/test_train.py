@@ -10,10 +10,10 @@ import yaml
 
 from tests.conftest import run_cli
 from wbclf.config import build_config
-from wbclf.loggers import LocalRunLogger, MemoryLogger
+from wbclf.tracking.loggers import LocalRunLogger, MemoryLogger
 from wbclf.metrics import safe_class_keys
-from wbclf.run import pick_sample_indices, resume_run, train_run
-from wbclf.wandb_offline import read_offline_run
+from wbclf.training.run import pick_sample_indices, resume_run, train_run
+from wbclf.tracking.wandb_offline import read_offline_run
 
 CONTRACT = ["val/acc", "val/balanced_acc", "val/macro_f1", "val/loss", "best_epoch", "test/acc",
             "test/balanced_acc", "test/macro_f1", "test/loss", "model/params",

@@ -16,14 +16,15 @@ import timm
 import torch
 from timm.models.efficientnet import EfficientNet
 
-from wbclf import features
+from wbclf.training.plans import features
 from wbclf.config import build_config
-from wbclf.features import FeaturePlan, supports_feature_cache, weights_fingerprint
-from wbclf.loggers import MemoryLogger
+from wbclf.training.plans.features import (FeaturePlan, supports_feature_cache,
+                                           weights_fingerprint)
+from wbclf.tracking.loggers import MemoryLogger
 from wbclf.models import head_parameters, is_backbone_frozen
-from wbclf.run import Run, train_run
-from wbclf.strategies import FinetunePlan, FrozenImagePlan
-from wbclf.wandb_offline import read_offline_run
+from wbclf.training.run import Run, train_run
+from wbclf.training.plans.image import FinetunePlan, FrozenImagePlan
+from wbclf.tracking.wandb_offline import read_offline_run
 
 LITE0 = "tf_efficientnet_lite0"
 HEAD = "classifier."  # Lite0's head module
@@ -284,7 +285,7 @@ def test_finetune_run_end_to_end_logs_both_learning_rates(toy_lesions, tmp_path)
 
 @pytest.mark.slow
 def test_resumed_frozen_run_matches_uninterrupted(toy_lesions, tmp_path):
-    from wbclf.run import resume_run
+    from wbclf.training.run import resume_run
 
     kw = {"augment": "light", "head_hidden": 16, "dropout": 0.3, "epochs": 3}
     straight = train_run(_cfg(toy_lesions, tmp_path, run_name="straight", **kw))

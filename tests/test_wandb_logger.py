@@ -12,14 +12,14 @@ import pytest
 
 from wbclf.config import build_config
 from wbclf.errors import RunError
-from wbclf.records import Evaluation, SamplePredictions
-from wbclf.wandb_logger import (
+from wbclf.tracking.records import Evaluation, SamplePredictions
+from wbclf.tracking.wandb_logger import (
     RUN_ID_FILE,
     WandbLogger,
     api_key_configured,
     resolve_wandb_mode,
 )
-from wbclf.wandb_offline import (
+from wbclf.tracking.wandb_offline import (
     OfflineRunError,
     iter_records,
     read_offline_run,
@@ -377,7 +377,7 @@ def test_reader_takes_a_file_not_written_yet_as_empty(tmp_path: Path) -> None:
 
 
 def test_an_inherited_wandb_service_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wbclf.wandb_logger import _drop_inherited_wandb_service
+    from wbclf.tracking.wandb_logger import _drop_inherited_wandb_service
 
     own = f"3-{os.getpid()}-unix-/tmp/wandb-socket"
     monkeypatch.setenv("WANDB_SERVICE", own)

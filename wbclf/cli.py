@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from wbclf.errors import exit_code_for, fail
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 USAGE = """usage: wbclf COMMAND ...
@@ -27,17 +29,12 @@ commands:
   predict  RUN_DIR IMAGE_OR_DIR... [-o predictions.csv] [--top-k K] [--tta] [--cam DIR]
   export   RUN_DIR --format {onnx|torchscript}
 
-`wbclf train --help` lists every RunConfig field with its default.
+`wbclf train --help` lists every RunConfig field with its type, default and meaning.
 """
 
 
 class UsageError(Exception):
     """A command-line mistake: reported as one line, exit 2."""
-
-
-def fail(message: str, code: int = 2) -> int:
-    print(f"wbclf: error: {message}", file=sys.stderr)
-    return code
 
 
 def cmd_train(argv: Sequence[str]) -> int:
@@ -46,14 +43,14 @@ def cmd_train(argv: Sequence[str]) -> int:
 
     if any(a in ("-h", "--help") for a in argv):
         print("usage: wbclf train [--config FILE.yaml] [--key=value ...] [--print-config] "
-              "[--resume RUN_DIR]\n\nfields:\n" + field_help())
+              "[--resume RUN_DIR]\n\nfields (--name=default  type  meaning):\n\n" + field_help())
         return 0
     parsed = parse_tokens(argv)
     if parsed.print_config:
         print(json.dumps(parsed.config.to_dict(), indent=2))
         return 0
-    from wbclf.run import resume_run, train_run
-    from wbclf.sweep_hooks import callback_from_env
+    from wbclf.training.run import resume_run, train_run
+    from wbclf.sweeps.trial import callback_from_env
 
     callback = callback_from_env()  # reports to the local sweep's pruner; None otherwise
     if parsed.resume:
@@ -97,7 +94,7 @@ def cmd_data(argv: Sequence[str]) -> int:
         print(f"{args.name} written to {root} in {time.perf_counter() - start:.1f}s")
         return 0
     if args.action == "inspect":
-        from wbclf.inspect import inspect_dataset, render_inspection
+        from wbclf.data.inspect import inspect_dataset, render_inspection
 
         report = inspect_dataset(args.dataset, args.data_dir or default_data_dir())
         print(json.dumps(report, indent=2) if args.json else render_inspection(report))
@@ -110,25 +107,25 @@ def cmd_data(argv: Sequence[str]) -> int:
 
 
 def cmd_sweep(argv: Sequence[str]) -> int:
-    from wbclf.sweep import main as sweep_main
+    from wbclf.sweeps.main import main as sweep_main
 
     return sweep_main(argv)
 
 
 def cmd_report(argv: Sequence[str]) -> int:
-    from wbclf.report import main as report_main
+    from wbclf.reporting.main import main as report_main
 
     return report_main(argv)
 
 
 def cmd_predict(argv: Sequence[str]) -> int:
-    from wbclf.predict import main as predict_main
+    from wbclf.inference.predict import main as predict_main
 
     return predict_main(argv)
 
 
 def cmd_export(argv: Sequence[str]) -> int:
-    from wbclf.export import main as export_main
+    from wbclf.inference.export import main as export_main
 
     return export_main(argv)
 
@@ -170,8 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         guess = difflib.get_close_matches(command, list(COMMANDS), n=1)
         hint = f"; did you mean {guess[0]}?" if guess else ""
         return fail(f"unknown command '{command}'{hint} (allowed: {', '.join(COMMANDS)})")
-    from wbclf.errors import exit_code_for
-
     _sigterm_as_interrupt()
     try:
         return COMMANDS[command](rest)

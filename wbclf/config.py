@@ -23,8 +23,10 @@ from typing import Any
 
 import yaml
 
+from wbclf.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A bad configuration value; its message is one line meant for the user."""
 
 
@@ -38,8 +40,12 @@ def default_data_dir() -> str:
     return str(Path(user_cache_dir("wbclf")) / "datasets")
 
 
-def _choice(*values: str) -> dict:
-    return {"choices": values}
+def _field(default: Any, meaning: str, *choices: str, factory: Any = None) -> Any:
+    """A RunConfig field with its one-line meaning (``--help``, docs) and allowed values."""
+    metadata = {"help": meaning, "choices": choices} if choices else {"help": meaning}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 NAMED_DATASETS = ("plant-disease", "melanoma", "toy-lesions", "toy-leaves")
@@ -47,57 +53,62 @@ NAMED_DATASETS = ("plant-disease", "melanoma", "toy-lesions", "toy-leaves")
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every knob of a run. Each field can be a sweep parameter (DESIGN §4.1)."""
+    """Every knob of a run; each field can be a sweep parameter. The table of fields with
+    their meanings is ``wbclf train --help`` (from the ``help`` metadata below)."""
 
-    # data
-    dataset: str = "toy-lesions"  # a named dataset or a path to a dataset root
-    data_dir: str = field(default_factory=default_data_dir)
-    image_size: int = 128
-    # model
-    model: str = "scratch"  # "scratch" (the CNN factory) or any timm model name
-    strategy: str = field(default="scratch", metadata=_choice("scratch", "frozen", "finetune"))
-    pretrained_file: str = ""  # explicit weights file (timm checkpoint format)
-    width: int = 32
-    depth: int = 4
-    blocks_per_stage: int = 1
-    batch_norm: bool = True
-    residual: bool = False
-    dropout: float = 0.0
-    head_hidden: int = 0
-    backbone_lr_mult: float = 0.1
-    unfreeze_epoch: int = 0
-    # optimisation
-    optimizer: str = field(default="adamw", metadata=_choice("adamw", "sgd"))
-    lr: float = 1.0e-3
-    weight_decay: float = 1.0e-4
-    scheduler: str = field(
-        default="cosine", metadata=_choice("cosine", "onecycle", "step", "none")
-    )
-    warmup_epochs: int = 0
-    epochs: int = 10
-    batch_size: int = 64
-    label_smoothing: float = 0.0
-    class_weighting: str = field(default="none", metadata=_choice("none", "balanced"))
-    grad_clip: float = 1.0  # max gradient norm (0 = off)
-    augment: str = field(default="light", metadata=_choice("none", "light", "strong"))
-    val_fraction: float = 0.15
-    limit_per_class: int = 0
-    early_stopping: int = 0
-    seed: int = 0
-    # hardware
-    device: str = "auto"
-    precision: str = field(default="auto", metadata=_choice("auto", "32", "bf16", "16"))
-    compile: bool = False  # torch.compile the model (CUDA only; ignored on CPU)
-    num_workers: str = "auto"  # "auto" or a count
-    cache_images: bool = True
-    # logging
-    log_samples: int = 32
-    wandb_mode: str = field(
-        default="auto", metadata=_choice("auto", "online", "offline", "disabled")
-    )
-    project: str = "wbclf"
-    out_dir: str = "runs"
-    run_name: str = ""  # empty: generated from the settings and a timestamp
+    dataset: str = _field("toy-lesions", "a named dataset (plant-disease, melanoma, toy-lesions, "
+                          "toy-leaves) or a path to a dataset root")
+    data_dir: str = _field(None, "where named datasets live (default $WBCLF_DATA_DIR or the user "
+                           "cache dir)", factory=default_data_dir)
+    image_size: int = _field(128, "training resolution in px (square)")
+    model: str = _field("scratch", "scratch (the CNN factory) or any timm model name")
+    strategy: str = _field("scratch", "scratch = random init; frozen = pretrained backbone + "
+                           "trained head; finetune = all weights trained",
+                           "scratch", "frozen", "finetune")
+    pretrained_file: str = _field("", "explicit weights file (timm checkpoint format); empty = "
+                                  "packaged or hub weights")
+    width: int = _field(32, "scratch: channels of the first stage (doubles each stage)")
+    depth: int = _field(4, "scratch: number of stages (each ends in a downsample)")
+    blocks_per_stage: int = _field(1, "scratch: conv blocks per stage")
+    batch_norm: bool = _field(True, "scratch: batch norm after each conv")
+    residual: bool = _field(False, "scratch: residual blocks instead of plain conv blocks")
+    dropout: float = _field(0.0, "dropout before the classifier")
+    head_hidden: int = _field(0, "frozen/finetune: hidden units of the FC head (0 = one linear "
+                              "layer)")
+    backbone_lr_mult: float = _field(0.1, "finetune: backbone learning rate = lr x this")
+    unfreeze_epoch: int = _field(0, "finetune: head-only epochs before the backbone trains")
+    optimizer: str = _field("adamw", "adamw, or sgd (momentum 0.9, Nesterov)", "adamw", "sgd")
+    lr: float = _field(1.0e-3, "peak learning rate (of the head, for finetune)")
+    weight_decay: float = _field(1.0e-4, "decoupled weight decay (not on norms and biases)")
+    scheduler: str = _field("cosine", "learning-rate schedule over all steps",
+                            "cosine", "onecycle", "step", "none")
+    warmup_epochs: int = _field(0, "epochs of linear warm-up from 0 to lr")
+    epochs: int = _field(10, "training epochs")
+    batch_size: int = _field(64, "images per training step")
+    label_smoothing: float = _field(0.0, "cross-entropy label smoothing (0 = off)")
+    class_weighting: str = _field("none", "balanced = loss weights from inverse train class "
+                                  "counts", "none", "balanced")
+    grad_clip: float = _field(1.0, "max gradient norm (0 = off)")
+    augment: str = _field("light", "training augmentation preset (albumentations)",
+                          "none", "light", "strong")
+    val_fraction: float = _field(0.15, "share of train carved out as val when the dataset has "
+                                 "no val split")
+    limit_per_class: int = _field(0, "keep at most N images per class and split (0 = all)")
+    early_stopping: int = _field(0, "stop after N epochs without a better val/acc (0 = off)")
+    seed: int = _field(0, "seeds the val carve, initialization, augmentation and batch order")
+    device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = _field("auto", "auto = bf16 autocast on CUDA, fp32 elsewhere",
+                            "auto", "32", "bf16", "16")
+    compile: bool = _field(False, "torch.compile the model (CUDA only; ignored on CPU)")
+    num_workers: str = _field("auto", "data-loading worker processes: auto or a count")
+    cache_images: bool = _field(True, "decode images once into a shared memory-mapped cache "
+                                "(frozen: also cache backbone features)")
+    log_samples: int = _field(32, "sample predictions logged per evaluation (0 = none)")
+    wandb_mode: str = _field("auto", "auto = online when logged in, else offline",
+                             "auto", "online", "offline", "disabled")
+    project: str = _field("wbclf", "W&B project")
+    out_dir: str = _field("runs", "parent folder of the run directories")
+    run_name: str = _field("", "run directory name (empty: dataset-model-strategy-timestamp)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in field order (what ``config.yaml`` and W&B receive)."""
@@ -113,6 +124,21 @@ class RunConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+# The fields by purpose: the sections of ``wbclf train --help`` and of the docs' field table.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "data": ("dataset", "data_dir", "image_size", "augment", "val_fraction", "limit_per_class",
+             "cache_images"),
+    "model": ("model", "width", "depth", "blocks_per_stage", "batch_norm", "residual",
+              "dropout"),
+    "transfer": ("strategy", "pretrained_file", "head_hidden", "backbone_lr_mult",
+                 "unfreeze_epoch"),
+    "optimization": ("optimizer", "lr", "weight_decay", "scheduler", "warmup_epochs", "epochs",
+                     "batch_size", "label_smoothing", "class_weighting", "grad_clip",
+                     "early_stopping", "seed"),
+    "run": ("device", "precision", "compile", "num_workers", "out_dir", "run_name"),
+    "tracking": ("log_samples", "wandb_mode", "project"),
+}
 
 # Names people type for the fields (and what other tools call them): used for suggestions.
 ALIASES = {
@@ -424,11 +450,28 @@ def parse_tokens(tokens: Iterable[str], *, base: Mapping[str, Any] | None = None
     )
 
 
-def field_help() -> str:
-    """One line per field: name, type, default (for --help)."""
-    lines = []
+def field_rows() -> list[tuple[str, str, str, str, str]]:
+    """(group, name, type, default, meaning) per field: ``--help`` and the docs' table."""
     defaults = RunConfig()
-    for name, f in FIELDS.items():
-        kind = "|".join(f.metadata["choices"]) if f.metadata.get("choices") else _type_name(f)
-        lines.append(f"  --{name}={getattr(defaults, name)!s:<14} ({kind})")
+    rows = []
+    for group, names in GROUPS.items():
+        for name in names:
+            f = FIELDS[name]
+            kind = "|".join(f.metadata["choices"]) if f.metadata.get("choices") \
+                else _type_name(f)
+            default = "(env/cache)" if name == "data_dir" else str(getattr(defaults, name))
+            rows.append((group, name, kind, default, f.metadata["help"]))
+    return rows
+
+
+def field_help() -> str:
+    """Every field grouped by purpose: ``--name=default  type  meaning``, aligned columns."""
+    rows = field_rows()
+    left = max(len(f"--{name}={default}") for _, name, _, default, _ in rows)
+    width = max(len(kind) for _, _, kind, _, _ in rows)
+    lines: list[str] = []
+    for group, name, kind, default, meaning in rows:
+        if f"{group}:" not in lines:
+            lines += ([""] if lines else []) + [f"{group}:"]
+        lines.append(f"  {f'--{name}={default}':<{left}}  {kind:<{width}}  {meaning}")
     return "\n".join(lines)

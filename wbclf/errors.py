@@ -1,35 +1,44 @@
-"""Which exceptions are the user's to fix (one line, exit 2) and which mean a failed run."""
+"""Which exceptions are the user's to fix (one line, exit 2) and which mean a failed run.
+
+Every error a user can fix by changing an input (a config value, a path, a file, an option)
+derives from :class:`UserError`; the CLI prints its first line and exits 2. Anything else is
+a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
+
+import sys
+
+
+class UserError(ValueError):
+    """A mistake in the user's input; its message says what is wrong and what is allowed."""
 
 
 class DivergedError(RuntimeError):
     """The loss became NaN or infinite; the message says where and at which lr."""
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run cannot start or continue as asked (e.g. --resume of a finished run)."""
 
 
 def exit_code_for(err: BaseException) -> int | None:
     """The exit code for an expected error, or None for a bug (let it raise)."""
-    from wbclf.config import ConfigError
-    from wbclf.data.layouts import DatasetError
-
     if isinstance(err, DivergedError):
         return 3
-    if isinstance(err, (ConfigError, DatasetError, RunError, FileNotFoundError,
-                        FileExistsError)):
-        return 2
-    if isinstance(err, ValueError) and type(err).__module__.startswith("wbclf"):
+    if isinstance(err, (UserError, FileNotFoundError, FileExistsError)):
         return 2
     if isinstance(err, (PermissionError, OSError)) and getattr(err, "filename", None):
-        return 2
-    if type(err).__name__ in ("WeightsNotFoundError", "PackagedWeightsError"):
         return 2
     if _is_cuda_oom(err):
         return 2
     return None
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print ``wbclf: error: MESSAGE`` on stderr and return ``code`` (every command's way out)."""
+    print(f"wbclf: error: {message}", file=sys.stderr)
+    return code
 
 
 def _is_cuda_oom(err: BaseException) -> bool:

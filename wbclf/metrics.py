@@ -2,7 +2,7 @@
 
 Everything here takes plain sequences or numpy arrays (no torch), validates them at the edge
 and returns Python scalars, so the engine, the report and the tests share one definition of
-every figure that ends up in ``summary.json`` (DESIGN §4.3).
+every figure that ends up in ``summary.json`` (see docs/ARCHITECTURE.md).
 
 Conventions:
     * ``probs`` is ``(N, C)``, one column per entry of ``class_names``. Rows need not sum to

@@ -9,7 +9,6 @@ A file lock makes concurrent runs build it once and both use it.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import sys
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from filelock import FileLock
+
+from wbclf.atomic import build_once, replacing
 
 CACHE_VERSION = 1
 _CHUNK = 256
@@ -153,39 +153,31 @@ def build_or_load(paths: Sequence[str], size: int, cache_dir: str | Path | None 
     """Return the cache for ``paths`` at ``size``, building it first if needed."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     folder = root / "images"
-    folder.mkdir(parents=True, exist_ok=True)
     key = cache_key(paths, size)
     data_path = folder / f"{key}.u8"
-    meta_path = folder / f"{key}.json"
-    existing = _load_meta(meta_path, data_path, len(paths), size)
-    if existing:
-        return existing
-    with FileLock(str(folder / f"{key}.lock")):
-        existing = _load_meta(meta_path, data_path, len(paths), size)  # built while we waited
-        if existing:
-            return existing
+
+    def build() -> dict:
         failed = _build(paths, size, data_path, workers, progress)
-        meta = {"version": CACHE_VERSION, "count": len(paths), "size": size,
+        return {"version": CACHE_VERSION, "count": len(paths), "size": size,
                 "failed": {str(k): v for k, v in failed.items()},
                 "paths": [os.path.abspath(p) for p in paths]}
-        tmp_meta = meta_path.with_suffix(f".json.tmp-{os.getpid()}")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, meta_path)  # the metadata is the "complete" marker: written last
-    return ImageCache(data_path, size, len(paths), failed)
+
+    cache, _ = build_once(folder / f"{key}.json",
+                          lambda meta: _from_meta(meta, data_path, len(paths), size), build)
+    return cache
 
 
 def _build(paths: Sequence[str], size: int, data_path: Path, workers: int,
            progress: bool | None) -> dict[int, str]:
     count = len(paths)
-    tmp_path = data_path.with_name(f"{data_path.name}.tmp-{os.getpid()}")
-    # Create the file at full length up front; workers fill their own rows.
-    np.memmap(tmp_path, dtype=np.uint8, mode="w+", shape=(max(count, 1), size, size, 3)).flush()
-    jobs = [(str(tmp_path), max(count, 1), size, start, list(paths[start:start + _CHUNK]))
-            for start in range(0, count, _CHUNK)]
     show = sys.stderr.isatty() if progress is None else progress
     failed: dict[int, str] = {}
-    bar = _progress(count, show)
-    try:
+    with replacing(data_path) as tmp_path, _progress(count, show) as bar:
+        # Create the file at full length up front; workers fill their own rows.
+        np.memmap(tmp_path, dtype=np.uint8, mode="w+",
+                  shape=(max(count, 1), size, size, 3)).flush()
+        jobs = [(str(tmp_path), max(count, 1), size, start, list(paths[start:start + _CHUNK]))
+                for start in range(0, count, _CHUNK)]
         if workers > 1 and len(jobs) > 1:
             # spawn, not fork: a forked child of a process that already ran OpenCV's thread
             # pool can deadlock inside OpenCV (seen with opencv 5.0 here).
@@ -198,22 +190,12 @@ def _build(paths: Sequence[str], size: int, data_path: Path, workers: int,
             for job in jobs:
                 failed.update(_decode_chunk(job))
                 bar.update(len(job[4]))
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-    os.replace(tmp_path, data_path)
     return failed
 
 
-def _load_meta(meta_path: Path, data_path: Path, count: int, size: int) -> ImageCache | None:
-    """The cache described by ``meta_path`` if it is complete and consistent, else None."""
-    if not meta_path.is_file() or not data_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
+def _from_meta(meta: dict, data_path: Path, count: int, size: int) -> ImageCache | None:
+    """The cache ``meta`` describes if its data file is complete and consistent, else None."""
+    if not data_path.is_file():
         return None
     expected_bytes = max(count, 1) * size * size * 3
     if meta.get("count") != count or meta.get("size") != size \

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wbclf.data.integrity import check_image_file
+from wbclf.errors import UserError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VAL_NAMES = ("val", "valid", "validation")
@@ -26,7 +27,7 @@ PLANT_MARKER = "plant diseases dataset"
 _SOURCE_LEAF = re.compile(r"^(.*\s\d+)")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot be used as given; the message is one line."""
 
 

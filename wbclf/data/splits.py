@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wbclf.atomic import write_text_atomic
 from wbclf.data.layouts import DatasetIndex, Sample
 
 SPLITS = ("train", "val", "test")
@@ -99,9 +100,7 @@ def save_splits(path: str | Path, splits: dict[str, list[Sample]], index: Datase
             for name, samples in splits.items()
         },
     }
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data))
 
 
 def load_splits(path: str | Path) -> tuple[list[str], dict[str, list[Sample]]]:

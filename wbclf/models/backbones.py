@@ -30,6 +30,8 @@ import torch
 from timm.models import get_pretrained_cfg, load_state_dict
 from torch import nn
 
+from wbclf.errors import UserError
+
 from .heads import build_head
 from .packaged import (
     load_packaged_state_dict,
@@ -55,7 +57,7 @@ class WeightSource:
         return f"{self.kind}:{self.detail}" if self.detail else self.kind
 
 
-class WeightsNotFoundError(RuntimeError):
+class WeightsNotFoundError(UserError, RuntimeError):
     """No pretrained weight source worked for a model."""
 
     def __init__(self, model_name: str, attempts: list[tuple[WeightSource, str]]) -> None:

@@ -18,12 +18,14 @@ from importlib.resources import as_file, files
 import timm
 import torch
 
+from wbclf.errors import UserError
+
 StateDict = Mapping[str, torch.Tensor]
 # (weights as stored, the timm model's state dict) -> weights under timm's names
 Converter = Callable[[StateDict, StateDict], dict[str, torch.Tensor]]
 
 
-class PackagedWeightsError(ValueError):
+class PackagedWeightsError(UserError):
     """Packaged weights that do not fit the timm model they are registered for."""
 
 

@@ -20,12 +20,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .backbones import WeightSource, create_backbone, freeze_backbone
 
+from wbclf.errors import UserError
+
 STRATEGIES = ("scratch", "frozen", "finetune")
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError):
     """A model name that is neither registered in wbclf nor a timm model."""
 
 

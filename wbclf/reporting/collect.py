@@ -1,6 +1,7 @@
 """Read run directories into studies: config, summary, metrics history and status of each run.
 
-A *run directory* is any folder with a ``config.yaml`` or a ``summary.json`` (DESIGN §4.3).
+A *run directory* is any folder with a ``config.yaml`` or a ``summary.json`` (see
+docs/ARCHITECTURE.md).
 A *study* is the set of runs of one sweep folder (the nearest folder above the run that holds
 a ``sweep.json``) or, for runs outside any sweep, of one parent folder. A sweep's trials that
 never got a run directory (they failed before training started) are taken from the sweep's
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from wbclf.loggers import read_metrics
+from wbclf.tracking.loggers import read_metrics
 
 __all__ = ["RunRecord", "Study", "collect_studies", "read_run"]
 

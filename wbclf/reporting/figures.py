@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from wbclf.plots import display_name
+from wbclf.tracking.plots import display_name
 from wbclf.reporting.analysis import (
     FACET,
     Param,

@@ -4,9 +4,10 @@ The panels follow from the sweep's parameters: those of the sweep file when one 
 (then nothing here touches the network), else those of the sweep read from the W&B API.
 Building the report objects is offline; only :func:`save_report` talks to the server.
 
-Panels refer to what the runs log (``wbclf.wandb_logger``): ``val/acc`` and ``train/loss``
-per ``epoch``, the summary keys of DESIGN §4.3, the ``test/confusion_matrix`` chart (its table
-``test/confusion_matrix_table``) and the ``best_samples`` / ``test/worst_mistakes`` tables.
+Panels refer to what the runs log (``wbclf.tracking.wandb_logger``): ``val/acc`` and
+``train/loss`` per ``epoch``, the summary keys of docs/ARCHITECTURE.md, the
+``test/confusion_matrix`` chart (its table ``test/confusion_matrix_table``) and the
+``best_samples`` / ``test/worst_mistakes`` tables.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from wbclf.errors import UserError
 from wbclf.reporting.analysis import LOG_FIELDS, fmt_value
 
 __all__ = ["ReportError", "SweepParams", "build_wandb_report", "outline", "save_report",
@@ -31,7 +33,7 @@ CONTINUOUS = ("uniform", "log_uniform", "log_uniform_values", "q_uniform", "q_lo
               "q_log_normal", "inv_log_uniform", "inv_log_uniform_values", "beta", "q_beta")
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A W&B report cannot be built or saved; the message is one line for the user."""
 
 

@@ -6,6 +6,6 @@
 - :mod:`.study` keeps the study in Optuna's RDB storage: claims, retries, outcomes.
 - :mod:`.runner` runs trials as subprocesses in parallel slots and reports progress.
 
-The entry point is :func:`wbclf.sweep.main` (``wbclf sweep``); the trial side of pruning is
-:mod:`wbclf.sweep_hooks`.
+The entry point is :func:`wbclf.sweeps.main.main` (``wbclf sweep``); the trial side of pruning is
+:mod:`wbclf.sweeps.trial`.
 """

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import yaml
 
-from wbclf import sweep_hooks
+from wbclf.sweeps import trial as sweep_hooks
 from wbclf.config import coerce
 from wbclf.sweeps.command import (
     render_command,
@@ -33,7 +33,7 @@ from wbclf.sweeps.command import (
     write_args_json_file,
     write_param_file,
 )
-from wbclf.sweeps.schema import SweepSpec
+from wbclf.sweeps.spec import SweepSpec
 from wbclf.sweeps.space import pruner_settings
 from wbclf.sweeps.storage import HEARTBEAT_S
 from wbclf.sweeps.study import FINAL, Claim, Outcome, SweepStudy, process_identity

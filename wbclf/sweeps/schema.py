@@ -10,14 +10,15 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from wbclf.config import FIELDS, ConfigError, build_config, coerce, unknown_key_message
+from wbclf.sweeps.space import candidate_values, grid_points, grid_size
+from wbclf.sweeps.spec import ParamSpec, SweepError, SweepSpec
 
 METHODS = ("grid", "random", "bayes")
 TOP_LEVEL_KEYS = ("program", "method", "parameters", "metric", "early_terminate", "name",
@@ -56,61 +57,6 @@ MAX_GRID = 100_000
 _MACRO = re.compile(r"^\$\{([A-Za-z0-9_:]+)\}$")
 READABLE_MACROS = ("env", "interpreter", "program", "args", "args_no_boolean_flags",
                    "args_json", "args_json_file", "args_no_equals")
-
-
-class SweepError(ValueError):
-    """A sweep that cannot run as given; ``problems`` lists every reason, one line each."""
-
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        count = len(self.problems)
-        head = f"{source}: {count} problem{'s' if count != 1 else ''}"
-        super().__init__(head + "".join(f"\n  {p}" for p in self.problems))
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One sweep parameter: its W&B form and the spec as written (``distribution`` filled)."""
-
-    name: str
-    form: str
-    config: dict[str, Any]
-
-    @property
-    def is_constant(self) -> bool:
-        return self.form == "constant"
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A validated sweep file with the ``--set`` pins applied."""
-
-    path: Path
-    name: str
-    method: str
-    metric: str
-    goal: str  # "maximize" or "minimize"
-    parameters: dict[str, ParamSpec]  # file order; pins replace or add constants
-    pins: dict[str, Any] = field(default_factory=dict)
-    target: float | None = None
-    early_terminate: dict[str, Any] | None = None
-    run_cap: int | None = None
-    command: list[str] | None = None  # None: the agent's default command
-    program: str | None = None
-    project: str | None = None
-    entity: str | None = None
-    notices: tuple[str, ...] = ()
-
-    @property
-    def varying(self) -> dict[str, ParamSpec]:
-        """Parameters that differ between trials."""
-        return {k: p for k, p in self.parameters.items() if not p.is_constant}
-
-    @property
-    def constants(self) -> dict[str, Any]:
-        """Parameters that are the same in every trial (``value:`` and pins)."""
-        return {k: p.config["value"] for k, p in self.parameters.items() if p.is_constant}
 
 
 def is_number(value: Any) -> bool:
@@ -493,8 +439,6 @@ def combination_problems(params: Mapping[str, ParamSpec], method: str, check: _C
     Grid: every point. Random/bayes: each candidate value (or range bound) of one parameter
     with the first value of every other parameter.
     """
-    from wbclf.sweeps.space import candidate_values, grid_points, grid_size
-
     constants = {k: p.config["value"] for k, p in params.items() if p.is_constant}
     varying = {k: p for k, p in params.items() if not p.is_constant}
     if method == "grid":

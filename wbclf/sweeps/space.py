@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wbclf.config import FIELDS, RunConfig, coerce
-from wbclf.sweeps.schema import ParamSpec, SweepSpec
+from wbclf.sweeps.spec import ParamSpec, SweepSpec
 
 
 def clean(value: Any) -> Any:

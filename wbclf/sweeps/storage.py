@@ -18,12 +18,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from wbclf.errors import UserError
+
 HEARTBEAT_S = 10  # a sweep process records a heartbeat for its running trials this often
 GRACE_S = 120  # a RUNNING trial without a heartbeat for this long is stale (another machine)
 LOCK_TIMEOUT_S = 600
 
 
-class StorageError(ValueError):
+class StorageError(UserError):
     """A storage URL that cannot hold a sweep; one line for the user."""
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wbclf.sweeps.schema import SweepSpec
+from wbclf.sweeps.spec import SweepSpec
 from wbclf.sweeps.space import grid_key, grid_points, search_space
 from wbclf.sweeps.storage import GRACE_S, StudyLock, open_storage
 

@@ -7,9 +7,7 @@ running in threads of one process cannot draw into each other's figures.
 
 from __future__ import annotations
 
-import os
 import textwrap
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from numpy.typing import ArrayLike
 
-from wbclf.records import SamplePredictions
+from wbclf.atomic import replacing
+from wbclf.tracking.records import SamplePredictions
 
 __all__ = [
     "cam_overlay",
@@ -310,12 +309,7 @@ def save_figure_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path
     A reader (or a crash) never sees half a PNG. The format follows the suffix (PNG if none).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
+    with replacing(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -32,9 +32,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from wbclf.errors import RunError
-from wbclf.loggers import check_status
+from wbclf.tracking.records import check_status
 from wbclf.metrics import json_safe, per_class_rows, pr_points, roc_points
-from wbclf.records import Evaluation, SamplePredictions
+from wbclf.tracking.records import Evaluation, SamplePredictions
 
 if TYPE_CHECKING:
     from wbclf.config import RunConfig
@@ -211,7 +211,7 @@ class WandbLogger:
             # The agent fixes project and run id itself; passing them would only print warnings.
             kwargs.update(project=self.project, id=run_id)
         self.run = wandb.init(**kwargs)
-        from wbclf.loggers import write_text_atomic
+        from wbclf.atomic import write_text_atomic
 
         write_text_atomic(id_file, f"{self.run.id}\n")
         self._define_metrics()
@@ -260,8 +260,8 @@ class WandbLogger:
         if isinstance(previous, (int, float)) and math.isfinite(previous):
             self._best_val_acc = float(previous)
         if self.mode == "offline":
-            from wbclf.wandb_offline import (OfflineRunError, read_offline_run,
-                                             wait_until_quiet)
+            from wbclf.tracking.wandb_offline import (OfflineRunError, read_offline_run,
+                                                      wait_until_quiet)
 
             sync_dir = Path(self.run.settings.sync_dir).resolve()
             for folder in sync_dir.parent.glob(f"offline-run-*-{self.run.id}*"):
@@ -300,7 +300,7 @@ class WandbLogger:
         if self.mode == "offline":
             # finish() returns before wandb-core has written the run's log; wait, so that the
             # run directory is complete (readable, resumable, syncable) when we return.
-            from wbclf.wandb_offline import wait_for_segment
+            from wbclf.tracking.wandb_offline import wait_for_segment
 
             if not wait_for_segment(run.settings.sync_dir, timeout_s=60.0):
                 print(f"W&B: {run.settings.sync_dir} is still being written after 60 s",
@@ -314,6 +314,10 @@ class WandbLogger:
         self.run.log(data, step=step, commit=commit)
         if commit:
             self._step = step + 1
+
+    def log_config(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.config.update(values, allow_val_change=True)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.run is None:
@@ -412,7 +416,7 @@ class WandbLogger:
         columns = ["image", "true", "pred", "confidence", "correct"]
         with_cam = samples.cams is not None
         if with_cam:
-            from wbclf.plots import cam_overlay
+            from wbclf.tracking.plots import cam_overlay
 
             columns.append("cam")
         names = samples.class_names

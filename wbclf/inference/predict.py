@@ -20,16 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from wbclf.atomic import replacing
 from wbclf.data.cache import load_image
 from wbclf.data.integrity import check_image_file
 from wbclf.data.layouts import IMAGE_EXTENSIONS
-from wbclf.inference import LoadedModel, batched, load_run_model
+from wbclf.errors import UserError
+from wbclf.inference.model import LoadedModel, batched, load_run_model
 
 CAM_DISPLAY_SIZE = 256  # overlays are drawn at least this large, whatever the model's input
 CAPTION_HEIGHT = 28
 
 
-class PredictUsageError(ValueError):
+class PredictUsageError(UserError):
     """A bad ``wbclf predict`` argument (one line, exit 2)."""
 
 
@@ -147,10 +149,10 @@ def predict_paths(loaded: LoadedModel, paths: Sequence[str], *, batch_size: int 
     """Predict every file in ``paths`` (unreadable ones are recorded, not fatal).
 
     Args:
-        loaded: The run's model (from :func:`wbclf.inference.load_run_model`).
+        loaded: The run's model (from :func:`wbclf.inference.model.load_run_model`).
         paths: Image files.
         batch_size: Images per forward pass.
-        tta: Average over flips (see :data:`wbclf.inference.TTA_FLIPS`).
+        tta: Average over flips (see :data:`wbclf.inference.model.TTA_FLIPS`).
         cam_dir: Write a Grad-CAM overlay of the predicted class for each image here.
         progress: Show a progress bar (default: when stderr is a terminal).
         workers: Decoding threads (default: the CPU count, at most 8).
@@ -200,11 +202,13 @@ def write_cam_overlays(loaded: LoadedModel, predictions: Sequence[Prediction],
     """
     import cv2
 
-    from wbclf.gradcam import gradcam_for_images
-    from wbclf.plots import cam_overlay
+    from wbclf.data.transforms import DeviceNormalizer
+    from wbclf.models.gradcam import gradcam_for_images
+    from wbclf.tracking.plots import cam_overlay
 
     classes = np.array([p.pred for p in predictions])
-    cams = gradcam_for_images(loaded.model, images, classes, loaded.data_config, loaded.device)
+    normalizer = DeviceNormalizer(loaded.data_config["mean"], loaded.data_config["std"])
+    cams = gradcam_for_images(loaded.model, images, classes, normalizer, loaded.device)
     if cams is None:
         return []
     display = max(CAM_DISPLAY_SIZE, loaded.image_size)
@@ -252,9 +256,7 @@ def write_predictions_csv(path: str | os.PathLike, result: PredictionResult, top
         header += [f"top{i}", f"top{i}_prob"]
     header.append("error")
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with replacing(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for p in result.predictions:
@@ -268,7 +270,6 @@ def write_predictions_csv(path: str | os.PathLike, result: PredictionResult, top
         blank = [""] * (len(header) - 2)
         for file, reason in result.unreadable:
             writer.writerow([file, *blank, reason])
-    os.replace(tmp, out)
     return out
 
 

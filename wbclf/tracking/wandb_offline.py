@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wbclf.errors import UserError
+
 __all__ = [
     "OfflineRun",
     "OfflineRunError",
@@ -45,7 +47,7 @@ _BLOCK_SIZE = 32 * 1024
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-class OfflineRunError(ValueError):
+class OfflineRunError(UserError):
     """A folder or file is not a readable offline W&B run."""
 
 

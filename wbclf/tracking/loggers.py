@@ -1,10 +1,10 @@
 """Where a run's figures go: the Logger protocol and the loggers that need no W&B.
 
 The training code talks to one injected :class:`Logger` (usually a :class:`MultiLogger` of
-:class:`LocalRunLogger` and ``wbclf.wandb_logger.WandbLogger``). Importing this module never
-imports wandb, torch or matplotlib.
+:class:`LocalRunLogger` and :class:`wbclf.tracking.wandb_logger.WandbLogger`). Importing this
+module never imports wandb, torch or matplotlib.
 
-Call order a run makes (see ``wbclf.run``)::
+Call order a run makes (see ``wbclf.training.run``)::
 
     start(cfg=..., run_dir=..., class_names=..., resume=..., start_epoch=...)
     log_epoch(epoch, metrics)            # every epoch, epoch 1-based
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from wbclf.atomic import write_text_atomic
 from wbclf.metrics import confusion_matrix, json_safe, per_class_rows
-from wbclf.records import Evaluation, SamplePredictions
+from wbclf.tracking.records import FINISH_STATUSES, Evaluation, SamplePredictions, check_status
 
 if TYPE_CHECKING:
     from wbclf.config import RunConfig
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FINISH_STATUSES",
     "LocalRunLogger",
+    "default_loggers",
     "Logger",
     "MemoryLogger",
     "MultiLogger",
@@ -41,7 +42,6 @@ __all__ = [
     "write_text_atomic",
 ]
 
-FINISH_STATUSES = ("finished", "pruned", "failed", "diverged", "interrupted")
 PER_CLASS_COLUMNS = ("split", "class", "key", "precision", "recall", "f1", "support")
 
 
@@ -52,6 +52,10 @@ class Logger(Protocol):
     def start(self, *, cfg: RunConfig, run_dir: Path, class_names: list[str], resume: bool,
               start_epoch: int) -> None:
         """Begin (or, with ``resume``, continue from ``start_epoch``) the run in ``run_dir``."""
+
+    def log_config(self, values: dict[str, Any]) -> None:
+        """Facts about the run known only once it is built (e.g. where the weights came from),
+        kept beside the RunConfig fields so runs can be grouped and filtered by them."""
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Scalars of one epoch (1-based): ``train/loss``, ``val/acc``, ``lr``, ``time_s``..."""
@@ -66,17 +70,22 @@ class Logger(Protocol):
         """The most confident mistakes on test."""
 
     def log_summary(self, summary: dict[str, Any]) -> None:
-        """Final figures (flat dict; DESIGN §4.3 keys and more)."""
+        """Final figures (flat dict; the summary keys of docs/ARCHITECTURE.md and more)."""
 
     def finish(self, status: str = "finished") -> None:
         """End the run: ``finished``, ``pruned``, ``failed``, ``diverged`` or ``interrupted``."""
 
 
-def check_status(status: str) -> str:
-    if status not in FINISH_STATUSES:
-        raise ValueError(f"status={status!r} is not allowed; allowed: "
-                         + ", ".join(FINISH_STATUSES))
-    return status
+def default_loggers(cfg: RunConfig, group: str | None = None, tags: Sequence[str] = ()
+                    ) -> list[Logger]:
+    """The run directory always; W&B unless ``wandb_mode=disabled`` (imported only then)."""
+    loggers: list[Logger] = [LocalRunLogger()]
+    if cfg.wandb_mode != "disabled":
+        from wbclf.tracking.wandb_logger import WandbLogger
+
+        loggers.append(WandbLogger(mode=cfg.wandb_mode, project=cfg.project, group=group,
+                                   tags=tags))
+    return loggers
 
 
 # --------------------------------------------------------------------------- fan-out, memory
@@ -97,6 +106,10 @@ class MultiLogger:
         for logger in self.loggers:
             logger.start(cfg=cfg, run_dir=run_dir, class_names=class_names, resume=resume,
                          start_epoch=start_epoch)
+
+    def log_config(self, values: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log_config(values)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         for logger in self.loggers:
@@ -139,6 +152,7 @@ class MemoryLogger:
         evaluations: ``{split: Evaluation}``.
         mistakes: The ``log_mistakes`` arguments in call order.
         summary: Every ``log_summary`` merged (later keys win), plus ``status`` at finish.
+        config: Every ``log_config`` merged.
         status: The ``finish`` status, None until then.
         calls: Method names in call order.
     """
@@ -150,6 +164,7 @@ class MemoryLogger:
         self.evaluations: dict[str, Evaluation] = {}
         self.mistakes: list[SamplePredictions] = []
         self.summary: dict[str, Any] = {}
+        self.config: dict[str, Any] = {}
         self.status: str | None = None
         self.calls: list[str] = []
 
@@ -166,6 +181,10 @@ class MemoryLogger:
         if resume:
             self.epochs = {e: m for e, m in self.epochs.items() if e < start_epoch}
         self.status = None
+
+    def log_config(self, values: dict[str, Any]) -> None:
+        self.calls.append("log_config")
+        self.config.update(values)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.calls.append("log_epoch")
@@ -216,7 +235,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class LocalRunLogger:
-    """Writes the run directory (DESIGN §4.3); always on.
+    """Writes the run directory (docs/ARCHITECTURE.md); always on.
 
     Files, each written atomically (temporary file + ``os.replace``):
 
@@ -262,6 +281,10 @@ class LocalRunLogger:
         # "error") must not survive into the new summary.json, which replaces the old one.
         self._summary = {}
 
+    def log_config(self, values: dict[str, Any]) -> None:
+        """Nothing to write: ``config.yaml`` is the RunConfig alone, and the facts logged here
+        (the weight source) reach ``summary.json`` with the summary."""
+
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         row = json_safe({"epoch": int(epoch), **metrics})
         self._rows = [r for r in self._rows if r["epoch"] != row["epoch"]] + [row]
@@ -275,13 +298,13 @@ class LocalRunLogger:
     def log_samples(self, epoch: int, samples: SamplePredictions, tag: str) -> None:
         if tag != "best_samples":
             return
-        from wbclf.plots import samples_grid, save_figure_atomic
+        from wbclf.tracking.plots import samples_grid, save_figure_atomic
 
         fig = samples_grid(samples, title=f"Best model (epoch {epoch}): sample predictions")
         save_figure_atomic(fig, self._dir() / "samples.png", dpi=self.dpi)
 
     def log_evaluation(self, evaluation: Evaluation) -> None:
-        from wbclf.plots import confusion_matrix_figure, roc_figure, save_figure_atomic
+        from wbclf.tracking.plots import confusion_matrix_figure, roc_figure, save_figure_atomic
 
         ev = evaluation
         self._per_class[ev.split] = per_class_rows(ev.labels, ev.probs, ev.class_names,
@@ -308,7 +331,7 @@ class LocalRunLogger:
         write_text_atomic(self._dir() / "per_class.csv", buf.getvalue())
 
     def log_mistakes(self, samples: SamplePredictions) -> None:
-        from wbclf.plots import samples_grid, save_figure_atomic
+        from wbclf.tracking.plots import samples_grid, save_figure_atomic
 
         fig = samples_grid(samples, title="Worst mistakes on test (most confident errors)")
         save_figure_atomic(fig, self._dir() / "mistakes.png", dpi=self.dpi)

@@ -19,18 +19,20 @@ import torch
 import yaml
 
 from wbclf import metrics as M
+from wbclf.atomic import write_text_atomic
 from wbclf.checkpoint import load_checkpoint, model_state, rng_state, save_atomic, set_rng_state
 from wbclf.config import RunConfig, build_config
 from wbclf.data.datasets import DataBundle, prepare_data
 from wbclf.data.splits import save_splits
 from wbclf.data.transforms import DeviceNormalizer
 from wbclf.device import Hardware, resolve_hardware
-from wbclf.engine import FitState, fit, progress_enabled
+from wbclf.training.engine import FitState, fit, progress_enabled
 from wbclf.errors import DivergedError, RunError
-from wbclf.loggers import LocalRunLogger, Logger, MultiLogger
-from wbclf.optim import build_optimizer, build_scheduler, current_lrs
-from wbclf.records import Evaluation, SamplePredictions
-from wbclf.strategies import TrainingPlan, build_plan
+from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
+from wbclf.training.optim import build_optimizer, build_scheduler, current_lrs
+from wbclf.tracking.records import Evaluation, SamplePredictions
+from wbclf.training.plans.base import TrainingPlan
+from wbclf.training.plans.factory import build_plan
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 
@@ -66,9 +68,7 @@ def _new_run_dir(cfg: RunConfig) -> Path:
 
 
 def _write_yaml(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def pick_sample_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -81,16 +81,6 @@ def pick_sample_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray
             if pool and len(chosen) < count:
                 chosen.append(int(pool.pop()))
     return np.array(sorted(chosen), dtype=np.int64)
-
-
-def _default_loggers(cfg: RunConfig, group: str | None, tags: Sequence[str]) -> list[Logger]:
-    loggers: list[Logger] = [LocalRunLogger()]
-    if cfg.wandb_mode != "disabled":
-        from wbclf.wandb_logger import WandbLogger
-
-        loggers.append(WandbLogger(mode=cfg.wandb_mode, project=cfg.project, group=group,
-                                   tags=tags))
-    return loggers
 
 
 class Run:
@@ -298,15 +288,6 @@ def oom_message(cfg: RunConfig) -> str:
             f"{max(1, cfg.batch_size // 2)}) or image_size, or use precision=bf16")
 
 
-def _add_wandb_config(logger: Logger, values: dict[str, Any]) -> None:
-    """Add facts known only once the run is built (where the weights came from) to the W&B
-    run config, next to the RunConfig fields, so runs can be grouped and filtered by them."""
-    for inner in getattr(logger, "loggers", [logger]):
-        config = getattr(getattr(inner, "run", None), "config", None)
-        if config is not None and hasattr(config, "update"):
-            config.update(values, allow_val_change=True)
-
-
 def _relog_unlogged_epochs(run: Run) -> None:
     """Hand every epoch the checkpoint holds to the loggers again after a resume.
 
@@ -325,8 +306,8 @@ def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
     try:
         run.logger.start(cfg=cfg, run_dir=run.run_dir, class_names=run.data.classes,
                          resume=resume, start_epoch=run.state.epoch + 1)
-        _add_wandb_config(run.logger, {"weights_source": run.plan.weight_source.get("kind", ""),
-                                       "weights_detail": run.plan.weight_source.get("detail", "")})
+        run.logger.log_config({"weights_source": run.plan.weight_source.get("kind", ""),
+                               "weights_detail": run.plan.weight_source.get("detail", "")})
         if run.data.skipped:
             print(f"skipped {len(run.data.skipped)} unreadable file(s); listed in summary.json "
                   "under data/skipped_files", flush=True)
@@ -362,7 +343,7 @@ def train_run(cfg: RunConfig, *, epoch_callback: EpochCallback | None = None,
     run_dir = _new_run_dir(cfg)
     _write_yaml(run_dir / "config.yaml", cfg.to_dict())
     logger = MultiLogger(list(loggers) if loggers is not None
-                         else _default_loggers(cfg, group, tags))
+                         else default_loggers(cfg, group, tags))
     start = time.perf_counter()
     run = Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
     save_splits(run_dir / "splits.json", run.data.splits, _IndexView(run.data))
@@ -396,7 +377,7 @@ def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     cfg = build_config(saved, changes)
     last = run_dir / "checkpoints" / "last.pt"
     logger = MultiLogger(list(loggers) if loggers is not None
-                         else _default_loggers(cfg, group, tags))
+                         else default_loggers(cfg, group, tags))
     run = Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
     if last.is_file():
         run.restore(load_checkpoint(last, run.hw.device))

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from wbclf.errors import fail
+
 USAGE = ("wbclf sweep SWEEP.yaml [--set key=value ...] [--count N] [--workers N] "
          "[--storage URL] [--out DIR] [--dry-run]")
 
@@ -43,11 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fail(message: str) -> int:
-    print(f"wbclf: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``wbclf sweep``; returns the exit code.
 
@@ -67,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = load_sweep(args.sweep_file, args.pins)
         setup = _setup(spec, args)
     except SweepError as err:
-        print(f"wbclf: error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
     except StorageError as err:
         return fail(str(err))
     for notice in spec.notices:
@@ -79,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out_dir(spec, setup["out"], setup["url"])
         return run_sweep(spec, workers=args.workers, count=args.count, **setup)
     except SweepError as err:
-        print(f"wbclf: error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
     except StorageError as err:
         return fail(str(err))
 

@@ -3,7 +3,7 @@
 ``wbclf sweep`` runs every trial as a separate ``wbclf train`` process (the W&B agent's way).
 When the study uses ``early_terminate: hyperband`` it passes the study's location in the
 environment; :func:`callback_from_env` turns that into an ``epoch_callback`` for
-:func:`wbclf.run.train_run`. Outside a local sweep (plain ``wbclf train``, ``wandb agent``)
+:func:`wbclf.training.run.train_run`. Outside a local sweep (plain ``wbclf train``, ``wandb agent``)
 the variables are absent and it returns None.
 """
 

@@ -23,6 +23,7 @@ from torch import nn
 from wbclf.checkpoint import load_checkpoint
 from wbclf.config import FIELDS, ConfigError, RunConfig, build_config
 from wbclf.device import Hardware, resolve_hardware
+from wbclf.errors import UserError
 
 CHECKPOINTS = ("best", "last")
 INPUTS = ("uint8", "float")
@@ -32,7 +33,7 @@ INPUTS = ("uint8", "float")
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
 
-class InferenceError(ValueError):
+class InferenceError(UserError):
     """A run directory or checkpoint that cannot be used for inference (one-line message)."""
 
 

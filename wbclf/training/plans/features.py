@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,14 +32,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch import nn
 
+from wbclf.atomic import build_once, replacing
 from wbclf.data.datasets import collate_skip_none, resolve_workers
 from wbclf.data.transforms import DeviceNormalizer, build_train_transform
-from wbclf.engine import evaluate, train_one_epoch
-from wbclf.optim import param_groups
-from wbclf.strategies import TrainingPlan
+from wbclf.training.engine import evaluate, train_one_epoch
+from wbclf.training.optim import param_groups
+from wbclf.training.plans.base import TrainingPlan
 
 FEATURE_VERSION = 1
 # Views per train image stored when augment != none: view 0 is the un-augmented image, the
@@ -99,19 +98,13 @@ class FeatureStore:
                          shape=(self.count, self.dim))
 
 
-def _load_store(data_path: Path, meta_path: Path, count: int) -> FeatureStore | None:
-    """The store if its metadata (the "complete" marker) and data agree, else None."""
-    if not meta_path.is_file() or not data_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+def _from_meta(meta: dict[str, Any], data_path: Path, count: int) -> FeatureStore | None:
+    """The store ``meta`` describes if its data file agrees with it, else None."""
     dim = meta.get("dim")
-    if meta.get("count") != count or not isinstance(dim, int) \
+    if meta.get("count") != count or not isinstance(dim, int) or not data_path.is_file() \
             or data_path.stat().st_size != count * dim * 2:
         return None
-    return FeatureStore(data_path, count, dim, built=False)
+    return FeatureStore(data_path, count, dim, built=False, build_s=meta.get("build_s", 0.0))
 
 
 Batches = Iterator[torch.Tensor]  # uint8 NCHW image batches, in row order
@@ -122,36 +115,29 @@ def build_or_load_store(folder: Path, key: str, count: int, batches: Callable[[]
                         progress: bool = False, desc: str = "caching features"
                         ) -> FeatureStore:
     """Return the store ``key`` of ``count`` rows, encoding ``batches()`` first if needed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data_path, meta_path = folder / f"{key}.f16", folder / f"{key}.json"
-    found = _load_store(data_path, meta_path, count)
-    if found:
-        return found
-    with FileLock(str(folder / f"{key}.lock")):
-        found = _load_store(data_path, meta_path, count)  # built while we waited
-        if found:
-            return found
+    data_path = folder / f"{key}.f16"
+
+    def build() -> dict[str, Any]:
         start = time.perf_counter()
         dim = _write_store(data_path, count, batches(), encode, progress, desc)
-        build_s = time.perf_counter() - start
-        record = {**meta, "version": FEATURE_VERSION, "count": count, "dim": dim,
-                  "dtype": "float16", "build_s": round(build_s, 3)}
-        tmp_meta = meta_path.with_name(f"{meta_path.name}.tmp-{os.getpid()}")
-        tmp_meta.write_text(json.dumps(record, indent=1))
-        os.replace(tmp_meta, meta_path)  # written last: its presence means "complete"
-    return FeatureStore(data_path, count, dim, built=True, build_s=build_s)
+        return {**meta, "version": FEATURE_VERSION, "count": count, "dim": dim,
+                "dtype": "float16", "build_s": round(time.perf_counter() - start, 3)}
+
+    store, built = build_once(folder / f"{key}.json",
+                              lambda m: _from_meta(m, data_path, count), build)
+    store.built = built
+    return store
 
 
 def _write_store(data_path: Path, count: int, batches: Batches,
                  encode: Callable[[torch.Tensor], np.ndarray], progress: bool, desc: str) -> int:
     from tqdm.auto import tqdm
 
-    tmp_path = data_path.with_name(f"{data_path.name}.tmp-{os.getpid()}")
     out: np.ndarray | None = None
     row = 0
-    bar = tqdm(total=count, desc=desc, unit="img", disable=not progress, leave=False,
-               dynamic_ncols=True)
-    try:
+    with replacing(data_path) as tmp_path, \
+            tqdm(total=count, desc=desc, unit="img", disable=not progress, leave=False,
+                 dynamic_ncols=True) as bar:
         for images in batches:
             feats = encode(images)
             if out is None:  # the width is known after the first batch
@@ -165,12 +151,6 @@ def _write_store(data_path: Path, count: int, batches: Batches,
         dim = out.shape[1]
         out.flush()
         del out
-        os.replace(tmp_path, data_path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
     return dim
 
 

@@ -114,7 +114,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, classes: Sequence[int] | torch.Te
 
 
 def gradcam_for_images(model: nn.Module, images: np.ndarray, classes: np.ndarray,
-                       data_config: dict[str, Any], device: torch.device | str,
+                       normalizer: nn.Module, device: torch.device | str,
                        batch_size: int = 32) -> np.ndarray | None:
     """Grad-CAM maps for uint8 images, as the training loggers and ``wbclf predict`` use them.
 
@@ -122,7 +122,8 @@ def gradcam_for_images(model: nn.Module, images: np.ndarray, classes: np.ndarray
         model: The classifier (any device; inputs are moved to ``device``).
         images: ``(N, H, W, 3)`` uint8 RGB, as the model sees them before normalization.
         classes: ``(N,)`` class to explain per image (usually the prediction).
-        data_config: The run's preprocessing (``mean``, ``std``).
+        normalizer: The run's preprocessing: uint8 NCHW -> the network's float input (a
+            :class:`wbclf.data.transforms.DeviceNormalizer`).
         device: Where to compute.
         batch_size: Images per forward pass.
 
@@ -136,17 +137,13 @@ def gradcam_for_images(model: nn.Module, images: np.ndarray, classes: np.ndarray
         raise ValueError(f"images must be (N, H, W, 3) uint8, got shape {images.shape}")
     if len(images) == 0:
         return np.zeros((0, *images.shape[1:3]), np.float32)
-    from wbclf.inference import ImageClassifier
-
-    # only its preprocessing is used: the run's normalization, as in training
-    normalizer = ImageClassifier(nn.Identity(), data_config["mean"], data_config["std"]
-                                 ).to(device)
+    normalizer = normalizer.to(device)
     labels = np.asarray(classes, dtype=np.int64)
     out = []
     try:
         for start in range(0, len(images), batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-            x = normalizer.preprocess(chunk.permute(0, 3, 1, 2).to(device))
+            x = normalizer(chunk.permute(0, 3, 1, 2).to(device))
             cams = gradcam(model, x, torch.from_numpy(labels[start:start + batch_size]))
             out.append(cams.cpu().numpy())
     except (RuntimeError, ValueError) as err:  # includes CUDA out-of-memory

@@ -18,7 +18,7 @@ from torch import nn
 
 from wbclf.device import Hardware
 from wbclf.errors import DivergedError
-from wbclf.optim import current_lrs
+from wbclf.training.optim import current_lrs
 
 
 def _bar(iterable, *, total: int | None, desc: str, enabled: bool, leave: bool = False):

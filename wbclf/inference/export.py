@@ -34,12 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from wbclf.inference import INPUTS, ImageClassifier, LoadedModel, load_run_model
+from wbclf.atomic import replacing, write_text_atomic
+from wbclf.errors import UserError
+from wbclf.inference.model import INPUTS, ImageClassifier, LoadedModel, load_run_model
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that failed or does not reproduce PyTorch (one-line message)."""
 
 
@@ -85,7 +87,7 @@ def verification_images(run_dir: Path, size: int, count: int = 16) -> tuple[np.n
     Falls back to random pixels when the run's files are gone; the flag says which.
     """
     from wbclf.data.splits import load_splits
-    from wbclf.predict import read_image
+    from wbclf.inference.predict import read_image
 
     images: list[np.ndarray] = []
     splits_file = run_dir / "splits.json"
@@ -203,8 +205,6 @@ def export_run(run_dir: str | os.PathLike, fmt: str = "onnx", *, input_kind: str
         raise ExportError(str(err)) from None
     meta = describe(loaded, fmt, input_kind)
     target = Path(output) if output else run_path / FORMATS[fmt]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     images, real = verification_images(run_path, loaded.image_size, verify_count)
     inputs = _as_input(images, input_kind)
     # batch 2 for tracing: a batch of 1 could be specialized into the graph
@@ -212,7 +212,7 @@ def export_run(run_dir: str | os.PathLike, fmt: str = "onnx", *, input_kind: str
                                                     else np.repeat(inputs, 2, axis=0)))
     export, run = (_export_onnx, _run_onnx) if fmt == "onnx" \
         else (_export_torchscript, _run_torchscript)
-    try:
+    with replacing(target) as tmp:
         try:
             export(wrapper, example, tmp, meta)
         except Exception as err:  # noqa: BLE001 -- any exporter failure is one line for the user
@@ -228,13 +228,10 @@ def export_run(run_dir: str | os.PathLike, fmt: str = "onnx", *, input_kind: str
         if not np.isfinite(diff) or diff > atol:
             raise ExportError(f"{fmt} outputs differ from PyTorch by up to {diff:.3g} "
                               f"(> atol {atol:g}); the file was not written")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     meta["verification"] = {"max_abs_diff": diff, "labels_agree": agree, "images": len(inputs),
                             "real_images": real}
     sidecar = target.with_name(target.name + ".json")
-    sidecar.write_text(json.dumps(meta, indent=2))
+    write_text_atomic(sidecar, json.dumps(meta, indent=2))
     return ExportReport(path=target, format=fmt, max_abs_diff=diff, labels_agree=agree,
                         images=len(inputs), real_images=real,
                         seconds=time.perf_counter() - start)

@@ -12,7 +12,7 @@ SPLIT_ORDER = ("train", "val", "test")
 
 
 def inspect_dataset(dataset: str, data_dir: str | Path) -> dict[str, Any]:
-    """Layout, classes, per-split per-class counts and skipped files (DESIGN §4.2 shape)."""
+    """Layout, classes, per-split per-class counts and skipped files."""
     root = resolve_dataset(dataset, data_dir)
     index = index_dataset(root)
     counts = index.counts()

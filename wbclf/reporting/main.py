@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from wbclf.errors import UserError, fail
+
 USAGE = ("wbclf report RUNS_DIR [-o report.html] [--title TEXT]\n"
          "       wbclf report --wandb ENTITY/PROJECT --sweep SWEEP_ID "
          "[--sweep-file FILE.yaml] [--title TEXT] [--dry-run]")
 
 
-class ReportUsageError(ValueError):
+class ReportUsageError(UserError):
     """A bad command line or input folder; one line for the user."""
 
 
@@ -48,11 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="with --wandb: build the report and print its outline; save nothing")
     return parser
-
-
-def fail(message: str) -> int:
-    print(f"wbclf: error: {message}", file=sys.stderr)
-    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

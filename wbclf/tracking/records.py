@@ -42,3 +42,14 @@ class SamplePredictions:
     @property
     def correct(self) -> np.ndarray:
         return self.labels == self.preds
+
+
+# How a run ended: what ``Logger.finish`` takes and ``summary.json`` records as ``status``.
+FINISH_STATUSES = ("finished", "pruned", "failed", "diverged", "interrupted")
+
+
+def check_status(status: str) -> str:
+    if status not in FINISH_STATUSES:
+        raise ValueError(f"status={status!r} is not allowed; allowed: "
+                         + ", ".join(FINISH_STATUSES))
+    return status

@@ -1,0 +1,66 @@
+"""The types a sweep file becomes: shared by the reader (:mod:`.schema`), the search space
+(:mod:`.space`), the study and the runner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wbclf.errors import UserError
+
+
+class SweepError(UserError):
+    """A sweep that cannot run as given; ``problems`` lists every reason, one line each."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{source}: {count} problem{'s' if count != 1 else ''}"
+        super().__init__(head + "".join(f"\n  {p}" for p in self.problems))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One sweep parameter: its W&B form and the spec as written (``distribution`` filled)."""
+
+    name: str
+    form: str
+    config: dict[str, Any]
+
+    @property
+    def is_constant(self) -> bool:
+        return self.form == "constant"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep file with the ``--set`` pins applied."""
+
+    path: Path
+    name: str
+    method: str
+    metric: str
+    goal: str  # "maximize" or "minimize"
+    parameters: dict[str, ParamSpec]  # file order; pins replace or add constants
+    pins: dict[str, Any] = field(default_factory=dict)
+    target: float | None = None
+    early_terminate: dict[str, Any] | None = None
+    run_cap: int | None = None
+    command: list[str] | None = None  # None: the agent's default command
+    program: str | None = None
+    project: str | None = None
+    entity: str | None = None
+    notices: tuple[str, ...] = ()
+
+    @property
+    def varying(self) -> dict[str, ParamSpec]:
+        """Parameters that differ between trials."""
+        return {k: p for k, p in self.parameters.items() if not p.is_constant}
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        """Parameters that are the same in every trial (``value:`` and pins)."""
+        return {k: p.config["value"] for k, p in self.parameters.items() if p.is_constant}

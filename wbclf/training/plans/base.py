@@ -1,0 +1,82 @@
+"""The interface between the run loop and a strategy's way of training.
+
+The run loop (:mod:`wbclf.training.run`) calls only :class:`TrainingPlan`'s methods; each
+strategy's plan (:mod:`.image`, :mod:`.features`) decides where batches come from and which
+parameters train.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wbclf.config import RunConfig
+from wbclf.data.datasets import DataBundle
+from wbclf.data.transforms import DeviceNormalizer
+from wbclf.device import Hardware
+from wbclf.models import count_flops, count_params
+from wbclf.models.gradcam import gradcam_for_images
+from wbclf.training.optim import param_groups
+
+
+class TrainingPlan:
+    """Model + data path for one strategy; the run loop calls only these methods."""
+
+    def __init__(self, cfg: RunConfig, data: DataBundle, hw: Hardware, model: nn.Module,
+                 data_config: dict[str, Any], weight_source: dict[str, str],
+                 *, progress: bool = False) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.hw = hw
+        self.model = model
+        self.data_config = data_config
+        self.weight_source = weight_source
+        self.progress = progress
+        self._flops: int | None = None
+
+    # the optimizer's view
+    @property
+    def param_groups(self) -> list[dict]:
+        return param_groups(self.model.named_parameters(), self.cfg.lr, self.cfg.weight_decay)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def before_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        """Hook for phase changes (fine-tuning's unfreeze)."""
+
+    def train_epoch(self, epoch: int, **kwargs) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self, split: str, **kwargs) -> tuple[float, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    # what the run reports and saves
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        getattr(self.model, "_orig_mod", self.model).load_state_dict(state)
+
+    def param_counts(self) -> tuple[int, int]:
+        return count_params(getattr(self.model, "_orig_mod", self.model))
+
+    def flops(self) -> int:
+        if self._flops is None:
+            inner = getattr(self.model, "_orig_mod", self.model)
+            try:
+                self._flops = int(count_flops(inner, self.cfg.image_size))
+            except Exception:  # FLOP counting is informative only; never fail a run for it
+                self._flops = 0
+        return self._flops
+
+    def extra_summary(self) -> dict[str, Any]:
+        """Strategy-specific figures for the run summary (e.g. the feature cache's)."""
+        return {}
+
+    def cams(self, images: np.ndarray, preds: np.ndarray) -> np.ndarray | None:
+        """Grad-CAM maps for sample images (None when unavailable)."""
+        inner = getattr(self.model, "_orig_mod", self.model)
+        normalizer = DeviceNormalizer(self.data_config["mean"], self.data_config["std"])
+        return gradcam_for_images(inner, images, preds, normalizer, self.hw.device)
