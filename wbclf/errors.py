@@ -7,6 +7,7 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -47,3 +48,23 @@ def _is_cuda_oom(err: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(err, torch.cuda.OutOfMemoryError)
+
+
+# Fault points: named places on the write path where a test can make the process die as if
+# killed (os._exit skips every finally, flush and atexit handler, like SIGKILL). Armed with
+# WBCLF_FAULT=<point> (every time the point is reached) or WBCLF_FAULT=<point>:<epoch>.
+FAULT_ENV = "WBCLF_FAULT"
+FAULT_POINTS = ("checkpoint-written", "log-line-written", "wandb-row-handed",
+                "summary-written")
+
+
+def fault_point(name: str, epoch: int | None = None) -> None:
+    """Exit with code 137 right here when ``WBCLF_FAULT`` names this point (and epoch)."""
+    armed = os.environ.get(FAULT_ENV, "")
+    if not armed:
+        return
+    point, _, at = armed.partition(":")
+    if point != name or (at and (epoch is None or str(epoch) != at)):
+        return
+    print(f"wbclf: fault point '{name}' reached; exiting with 137", file=sys.stderr, flush=True)
+    os._exit(137)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from wbclf.atomic import write_text_atomic
+from wbclf.errors import fault_point
 from wbclf.metrics import confusion_matrix, json_safe, per_class_rows
 from wbclf.tracking.records import FINISH_STATUSES, Evaluation, SamplePredictions, check_status
 
@@ -290,6 +291,7 @@ class LocalRunLogger:
         self._rows = [r for r in self._rows if r["epoch"] != row["epoch"]] + [row]
         self._rows.sort(key=lambda r: r["epoch"])
         self._write_metrics()
+        fault_point("log-line-written", row["epoch"])
 
     def _write_metrics(self) -> None:
         text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self._rows)

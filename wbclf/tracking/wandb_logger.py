@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from wbclf.errors import RunError
+from wbclf.errors import RunError, fault_point
 from wbclf.tracking.records import check_status
 from wbclf.metrics import json_safe, per_class_rows, pr_points, roc_points
 from wbclf.tracking.records import Evaluation, SamplePredictions
@@ -330,6 +330,7 @@ class WandbLogger:
             return  # this W&B run already has the epoch (see the module docstring)
         self._log({**metrics, "epoch": epoch})
         self._last_epoch = epoch
+        fault_point("wandb-row-handed", epoch)
 
     def log_samples(self, epoch: int, samples: SamplePredictions, tag: str) -> None:
         if self.run is None:

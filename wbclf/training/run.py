@@ -27,7 +27,7 @@ from wbclf.data.splits import save_splits
 from wbclf.data.transforms import DeviceNormalizer
 from wbclf.device import Hardware, resolve_hardware
 from wbclf.training.engine import FitState, fit, progress_enabled
-from wbclf.errors import DivergedError, RunError
+from wbclf.errors import DivergedError, RunError, fault_point
 from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
 from wbclf.training.optim import build_optimizer, build_scheduler, current_lrs
 from wbclf.tracking.records import Evaluation, SamplePredictions
@@ -206,6 +206,7 @@ class Run:
         if improved:
             save_atomic(ckpt, self.run_dir / "checkpoints" / "best.pt")
         save_atomic(ckpt, self.run_dir / "checkpoints" / "last.pt")
+        fault_point("checkpoint-written", epoch)
         self.logger.log_epoch(epoch, figures)
         every = max(1, self.cfg.epochs // 4)
         if self.cfg.log_samples and (epoch % every == 0 or epoch == self.cfg.epochs):
@@ -308,6 +309,8 @@ def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
                          resume=resume, start_epoch=run.state.epoch + 1)
         run.logger.log_config({"weights_source": run.plan.weight_source.get("kind", ""),
                                "weights_detail": run.plan.weight_source.get("detail", "")})
+        if resume:
+            _relog_unlogged_epochs(run)
         if run.data.skipped:
             print(f"skipped {len(run.data.skipped)} unreadable file(s); listed in summary.json "
                   "under data/skipped_files", flush=True)
@@ -315,8 +318,11 @@ def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
             on_epoch_end=run.on_epoch_end, early_stopping=cfg.early_stopping)
         summary = run.final_summary()
         status = "pruned" if run.state.stopped == "pruned" else "finished"
-        summary["status"] = status
+        # The status reaches summary.json with finish(), not here: a kill between the two
+        # leaves a summary without a status, which --resume completes (and W&B gets anew).
         run.logger.log_summary(summary)
+        fault_point("summary-written")
+        summary["status"] = status
         return summary
     except DivergedError as err:
         status = "diverged"
