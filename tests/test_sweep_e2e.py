@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,15 +69,48 @@ def test_done_when_scratch_bn_on_toy_data(tmp_path):
     assert run_dirs(out) == runs and "8 finished" in again.stdout
 
 
-def test_crashing_trial_is_recorded_with_its_error(tmp_path, toy_lesions):
+def test_missing_dataset_is_caught_before_any_trial_then_skipped(tmp_path, toy_lesions):
     sweep = write_sweep(tmp_path, "crash", {
         "dataset": {"values": [str(toy_lesions), str(tmp_path / "no-such-dataset")]}})
     out = tmp_path / "out"
     result = run_cli("sweep", str(sweep), *TINY, "--out", str(out))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "1 missing input; no trial ran" in result.stderr and "no-such-dataset" in result.stderr
+    assert not out.exists()
+
+    result = run_cli("sweep", str(sweep), *TINY, "--out", str(out), "--skip-missing")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [s["status"] for s in run_dirs(out).values()] == ["finished"]
-    failed = [ln for ln in result.stdout.splitlines() if "failed" in ln and ln.startswith("[")]
-    assert len(failed) == 1 and "no-such-dataset" in failed[0]
+    skipped = [ln for ln in result.stdout.splitlines() if "skipped" in ln and ln.startswith("[")]
+    assert len(skipped) == 1 and "no-such-dataset" in skipped[0]
+
+
+def test_crashed_real_trials_stop_the_sweep_and_retry_failed_finishes_it(tmp_path, toy_lesions):
+    # class folders of empty files: the pre-flight sees a layout, every trial then crashes
+    broken = tmp_path / "data"
+    for cls in ("a", "b"):
+        (broken / cls).mkdir(parents=True)
+        (broken / cls / "0.jpg").write_bytes(b"")
+    sweep = write_sweep(tmp_path, "crashes", {"lr": {"values": [1e-3, 2e-3, 3e-3, 4e-3]},
+                                              "dataset": {"value": str(broken)}})
+    out = tmp_path / "out"
+    result = run_cli("sweep", str(sweep), *TINY, "--out", str(out))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "stopping: 3 trials in a row crashed" in result.stdout
+    assert "no usable images" in result.stdout
+    assert sorted(p.name for p in out.glob("trial-*")) == [f"trial-{i:04d}" for i in range(3)]
+
+    shutil.rmtree(broken)
+    shutil.copytree(toy_lesions, broken)  # the cause is fixed
+    result = run_cli("sweep", str(sweep), *TINY, "--out", str(out), "--retry-failed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = run_dirs(out)
+    assert len(runs) == 4 and {"trial-0000", "trial-0001", "trial-0002"} <= set(runs)
+    assert all(s["status"] == "finished" for s in runs.values())
+    lrs = [yaml.safe_load((out / name / "config.yaml").read_text())["lr"] for name in runs]
+    assert sorted(lrs) == [1e-3, 2e-3, 3e-3, 4e-3]  # one run per grid point
+    assert all((out / name / "splits.json").is_file() for name in runs)
+    assert "4 finished, 0 pruned, 0 failed" in result.stdout
 
 
 def test_interrupted_real_trial_resumes_its_run(tmp_path, toy_lesions):

@@ -47,6 +47,8 @@ FAKE_TRAINER = textwrap.dedent('''
                             "cpus": sorted(os.sched_getaffinity(0)),
                             "group": os.environ.get("WANDB_RUN_GROUP"),
                             "param_path": os.environ.get("WANDB_SWEEP_PARAM_PATH")}}) + "\\n")
+    if os.environ.get("FAKE_CRASH_FILE") and Path(os.environ["FAKE_CRASH_FILE"]).exists():
+        raise RuntimeError("boom: the fake was told to crash")
     if cfg.lr >= 0.5:
         raise RuntimeError(f"boom: lr={{cfg.lr}} is too high for the fake")
     if cfg.lr == 0.25:
@@ -282,7 +284,7 @@ def test_failing_trials_are_recorded_and_the_sweep_carries_on(tmp_path, fake):
     sweep = write_sweep(tmp_path, fake, params)
     out = tmp_path / "out"
     result = run_sweep(sweep, "--out", str(out), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a crashed trial (README: exit codes)
     assert sorted(c["lr"] for c in finished_runs(out).values()) == [1.0e-3, 2.0e-3]
     by_lr = {t.params["lr"]: t for t in study_trials(out)}
     assert by_lr[0.5].user_attrs["outcome"] == "failed"
@@ -420,6 +422,6 @@ def test_a_foreign_run_directory_is_never_adopted_or_resumed(tmp_path, fake):
     (out / "trial-0000").mkdir(parents=True)
     (out / "trial-0000" / "config.yaml").write_text('{"dropout": 0.7}')
     result = run_sweep(sweep, "--out", str(out), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # that trial failed (README: exit codes)
     assert "holds another run (dropout=0.7; this trial has dropout=0.1)" in result.stdout
     assert list(finished_runs(out)) == ["trial-0001"]

@@ -18,7 +18,8 @@ from typing import Any
 from wbclf.errors import fail
 
 USAGE = ("wbclf sweep SWEEP.yaml [--set key=value ...] [--count N] [--workers N] "
-         "[--storage URL] [--out DIR] [--dry-run]")
+         "[--storage URL] [--out DIR] [--dry-run] [--skip-missing] [--max-failures N] "
+         "[--retry-failed]")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,14 +43,24 @@ def _parser() -> argparse.ArgumentParser:
                         help="output folder (default: runs/<sweep file name>)")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate and list the trials that would run; run nothing")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="run only the trials whose dataset and weights are there; record "
+                             "the others as skipped (default: stop before any trial)")
+    parser.add_argument("--max-failures", type=int, default=3, metavar="N",
+                        help="stop after N trials in a row crash with the same error (0 = "
+                             "never; default 3)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run the crashed and skipped trials again (same names), before "
+                             "any new trial")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``wbclf sweep``; returns the exit code.
 
-    0: the sweep ran (failed trials are reported, not fatal) -- 1 when every trial this
-    invocation ran failed; 2: a bad file or option (nothing ran); 130: interrupted.
+    0: every trial this invocation ran finished (or was pruned, diverged or skipped);
+    1: some trial crashed, or the failure guard stopped the sweep; 2: a bad file or option,
+    or a missing input found by the pre-flight (nothing ran); 130: interrupted.
     """
     try:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -60,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.workers < 1 or (args.count is not None and args.count < 1):
         return fail("--workers and --count must be at least 1")
+    if args.max_failures < 0:
+        return fail(f"--max-failures must be 0 (never stop) or more, not {args.max_failures}")
     try:
         spec = load_sweep(args.sweep_file, args.pins)
         setup = _setup(spec, args)
@@ -71,9 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {notice}")
     if args.dry_run:
         return dry_run(spec, **setup)
+    missing = run_preflight(spec)
+    if missing and not args.skip_missing:
+        return fail(preflight_message(spec, missing))
     try:
         check_out_dir(spec, setup["out"], setup["url"])
-        return run_sweep(spec, workers=args.workers, count=args.count, **setup)
+        return run_sweep(spec, workers=args.workers, count=args.count,
+                         max_failures=args.max_failures, retry_failed=args.retry_failed,
+                         skip=missing, **setup)
     except SweepError as err:
         return fail(str(err))
     except StorageError as err:
@@ -146,6 +164,23 @@ def check_out_dir(spec: Any, out: Path, url: str) -> None:
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def run_preflight(spec: Any) -> list[Any]:
+    """The study's missing inputs (datasets, weights), each checked once; see preflight.py."""
+    from wbclf.sweeps.preflight import preflight
+
+    print(f"{spec.name}: checking datasets and weights...", flush=True)
+    return preflight(spec)
+
+
+def preflight_message(spec: Any, missing: list[Any]) -> str:
+    """One error listing every missing input and how to get it."""
+    count = len(missing)
+    lines = [f"{spec.path}: {count} missing input{'s' if count != 1 else ''}; no trial ran"]
+    lines += [f"  {m.line()}" for m in missing]
+    lines.append("  (--skip-missing runs only the trials whose inputs are there)")
+    return "\n".join(lines)
+
+
 def _describe(spec: Any) -> str:
     from wbclf.sweeps.space import grid_size, pruner_settings
 
@@ -163,12 +198,18 @@ def _describe(spec: Any) -> str:
 
 
 def run_sweep(spec: Any, *, out: Path, url: str, program: str, workers: int,
-              count: int | None) -> int:
+              count: int | None, max_failures: int = 3, retry_failed: bool = False,
+              skip: list[Any] | None = None) -> int:
     from wbclf.sweeps.runner import SweepRunner
     from wbclf.sweeps.storage import redact
     from wbclf.sweeps.study import SweepStudy
 
     study = SweepStudy(spec, url)
+    if retry_failed:
+        again = study.retry_failed()
+        print(f"{spec.name}: {len(again)} crashed or skipped trial(s) to run again first"
+              + (f": {', '.join(again[:10])}" + (" ..." if len(again) > 10 else "")
+                 if again else ""), flush=True)
     before = study.counts()
     print(f"{spec.name}: {_describe(spec)}; {before['finished'] + before['pruned']} done "
           f"before, {workers} worker{'s' if workers > 1 else ''}\n"
@@ -176,19 +217,28 @@ def run_sweep(spec: Any, *, out: Path, url: str, program: str, workers: int,
     if spec.method != "grid" and spec.run_cap is None and count is None:
         print("  no run_cap and no --count: it runs until you stop it (Ctrl-C)", flush=True)
     runner = SweepRunner(spec, study, out_dir=out, program=program, workers=workers,
-                         count=count)
+                         count=count, max_failures=max_failures, skip=skip)
     code = runner.run()
     print(summary_line(spec, study, out), flush=True)
-    ran = [o for _, o in runner.results if o.status != "interrupted"]
-    if code == 0 and ran and all(o.status in ("failed", "diverged") for o in ran):
-        return 1
-    return code
+    return sweep_exit_code(code, [o.status for _, o in runner.results])
+
+
+def sweep_exit_code(runner_code: int, statuses: list[str]) -> int:
+    """130 interrupted; 1 the guard stopped it or a trial crashed; else 0 (README, exit codes).
+
+    Diverged trials are results (a learning rate too high is an answer), not crashes.
+    """
+    if runner_code != 0:
+        return runner_code
+    return 1 if "failed" in statuses else 0
 
 
 def summary_line(spec: Any, study: Any, out: Path) -> str:
     c = study.counts()
     line = (f"{spec.name}: {c['finished']} finished, {c['pruned']} pruned, {c['failed']} "
             f"failed")
+    if c["skipped"]:
+        line += f", {c['skipped']} skipped"
     if c["running"] or c["waiting"]:
         line += f", {c['running'] + c['waiting']} unfinished"
     best = study.best()

@@ -3,8 +3,10 @@
 Each trial is the command ``wandb agent`` would run (see :mod:`.command`) plus
 ``--out_dir=<sweep out> --run_name=<trial name>``: an ordinary ``wbclf train`` run directory,
 and a W&B run grouped under the sweep's name. A crashed trial is one failed trial, never a
-failed sweep. With ``--workers N`` the trials run in N slots: one GPU each (round robin over
-the visible GPUs) and an equal share of the CPU cores (affinity and OMP/MKL threads).
+failed sweep, unless ``max_failures`` trials in a row crash with the same error: then no new
+trial starts (see :class:`FailureGuard`). With ``--workers N`` the trials run in N slots:
+one GPU each (round robin over the visible GPUs) and an equal share of the CPU cores
+(affinity and OMP/MKL threads).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from wbclf.sweeps.command import (
     write_args_json_file,
     write_param_file,
 )
+from wbclf.sweeps.preflight import Missing, trial_inputs
 from wbclf.sweeps.spec import SweepSpec
 from wbclf.sweeps.space import pruner_settings
 from wbclf.sweeps.storage import HEARTBEAT_S
@@ -122,6 +125,33 @@ def last_error(log_path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+@dataclass
+class FailureGuard:
+    """Counts crashed trials in a row with the same error; trips at ``limit`` (0 = never).
+
+    Diverged and pruned trials are results, not crashes: they end a streak like a finished
+    one. Interrupted and skipped trials neither count nor end it.
+    """
+
+    limit: int = 3
+    streak: int = 0
+    error: str = ""
+    log: str = ""
+
+    def add(self, status: str, error: str, log: str) -> bool:
+        """Count one outcome; True when the guard trips with it."""
+        if status == "failed":
+            self.streak = self.streak + 1 if error == self.error else 1
+            self.error, self.log = error, log
+        elif status in ("finished", "pruned", "diverged"):
+            self.streak, self.error = 0, ""
+        return self.tripped
+
+    @property
+    def tripped(self) -> bool:
+        return self.limit > 0 and self.streak >= self.limit
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((run_dir / "summary.json").read_text())
@@ -134,7 +164,8 @@ class SweepRunner:
     """Runs one sweep process: claims trials, runs them in slots, records their outcomes."""
 
     def __init__(self, spec: SweepSpec, study: SweepStudy, *, out_dir: Path, program: str,
-                 workers: int = 1, count: int | None = None, quiet_bar: bool = False) -> None:
+                 workers: int = 1, count: int | None = None, quiet_bar: bool = False,
+                 max_failures: int = 3, skip: list[Missing] | None = None) -> None:
         self.spec = spec
         self.study = study
         self.out = out_dir
@@ -149,6 +180,8 @@ class SweepRunner:
         self.bar: Any = None
         self.quiet_bar = quiet_bar
         self._said: set[str] = set()
+        self.guard = FailureGuard(max_failures)
+        self.skip = list(skip or [])
 
     # ------------------------------------------------------------------ the loop
 
@@ -170,7 +203,7 @@ class SweepRunner:
             signal.signal(signal.SIGINT, previous_int)
             if self.bar is not None:
                 self.bar.close()
-        return 0
+        return 1 if self.guard.tripped else 0
 
     def _loop(self) -> None:
         exhausted = False
@@ -195,6 +228,8 @@ class SweepRunner:
                     else:
                         exhausted = True
                     break
+                if self._skip_missing(claim):
+                    continue
                 self.launched += 1
                 if not self._adopt(claim):
                     self._start(slot, claim)
@@ -207,7 +242,18 @@ class SweepRunner:
             time.sleep(POLL_S)
 
     def _may_launch(self) -> bool:
+        if self.guard.tripped:
+            return False
         return self.count is None or self.launched < self.count
+
+    def _skip_missing(self, claim: Claim) -> bool:
+        """Record the trial as skipped when an input it needs is missing (--skip-missing)."""
+        inputs = trial_inputs(self.spec, self._params(claim))
+        missing = next((m for m in self.skip if m.matches(inputs)), None)
+        if missing is None:
+            return False
+        self._record(claim, Outcome("skipped", error=missing.line()), seconds=0.0)
+        return True
 
     def _heartbeat(self) -> None:
         try:
@@ -292,8 +338,8 @@ class SweepRunner:
             return True
         summary = read_summary(self.out / claim.run_name)
         status = summary.get("status")
-        if status not in FINAL:
-            return False
+        if status not in FINAL or (claim.retry_failed and status == "failed"):
+            return False  # to run (a --retry-failed rerun resumes the crashed run)
         outcome = Outcome(status, _number(summary.get(self.spec.metric)),
                           str(summary.get("error", "")))
         self._record(claim, outcome, seconds=0.0)
@@ -365,6 +411,11 @@ class SweepRunner:
         self.results.append((claim, outcome))
         if outcome.status != "interrupted":
             self._report(claim, outcome, attrs.get("seconds", 0.0))
+        log = str(self.out / "logs" / f"{claim.run_name}.log")
+        if not self.guard.tripped and self.guard.add(outcome.status, outcome.error, log):
+            self._say(f"stopping: {self.guard.streak} trials in a row crashed with the same "
+                      f"error: {self.guard.error}\n  log: {self.guard.log}\n  fix the cause, "
+                      "then run the same command with --retry-failed")
         target = self.spec.target
         if target is not None and outcome.status == "finished" and outcome.value is not None:
             reached = outcome.value >= target if self.spec.goal == "maximize" \

@@ -10,13 +10,17 @@ Every sweep process (one per machine, however many workers it runs) claims trial
   sending heartbeats) is marked FAIL with ``outcome=interrupted`` and enqueued again with the
   same parameters and run name (``retry_of`` = its number), so the rerun resumes its run
   directory; a trial that *failed* (crashed, diverged) is recorded with its error and is not
-  retried;
-- ``run_cap`` counts every trial except interrupted ones (their retry takes their place).
+  retried, unless ``--retry-failed`` marks the crashed (and skipped) ones for a rerun (their
+  numbers in the study's ``retry_failed`` user attribute, as Optuna keeps a finished trial's
+  attributes fixed): they are then enqueued like interrupted ones (``retry_failed`` set on
+  the new trial);
+- ``run_cap`` counts every trial except interrupted and retried ones (their retry takes their
+  place).
 
 User attributes of a trial: ``run_name``, ``owner`` (host, boot id, pid, start time of the
 sweep process running it), ``grid_key``, ``retry_of``, ``args`` (the values it got),
-``outcome`` (finished | pruned | failed | diverged | interrupted), ``error``, ``run_dir``,
-``seconds``.
+``outcome`` (finished | pruned | failed | diverged | skipped | interrupted), ``error``,
+``run_dir``, ``seconds``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from wbclf.sweeps.space import grid_key, grid_points, search_space
 from wbclf.sweeps.storage import GRACE_S, StudyLock, open_storage
 
 FINAL = ("finished", "pruned", "failed", "diverged")
+RETRYABLE = ("failed", "skipped")  # crashed, or not run for a missing input: never a result
+RETRY_ATTR = "retry_failed"  # study user attribute: trial numbers replaced by a rerun
 
 
 def fingerprint(spec: SweepSpec) -> str:
@@ -106,13 +112,14 @@ class Claim:
     run_name: str
     params: dict[str, Any]  # the varying parameters' values (constants not included)
     retry_of: int | None = None
+    retry_failed: bool = False  # a --retry-failed rerun: its run directory's failure is old
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What became of a trial."""
 
-    status: str  # finished | pruned | failed | diverged | interrupted
+    status: str  # finished | pruned | failed | diverged | skipped | interrupted
     value: float | None = None
     error: str = ""
 
@@ -123,6 +130,11 @@ def is_interrupted(trial: Any) -> bool:
 
     outcome = trial.user_attrs.get("outcome")
     return trial.state == TrialState.FAIL and outcome in (None, "interrupted")
+
+
+def is_replaced(trial: Any, marked: set[int]) -> bool:
+    """A trial whose retry takes its place: interrupted, or ``marked`` by ``--retry-failed``."""
+    return is_interrupted(trial) or trial.number in marked
 
 
 def _sampler(method: str) -> Any:
@@ -169,14 +181,20 @@ class SweepStudy:
 
     def counts(self) -> dict[str, int]:
         """Trials by outcome (interrupted ones that were retried are not counted)."""
-        out = {"finished": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+        out = {"finished": 0, "pruned": 0, "failed": 0, "skipped": 0, "running": 0,
+               "waiting": 0}
         from optuna.trial import TrialState
 
+        marked = self.marked_for_retry()
         for t in self.trials():
+            if t.number in marked:
+                continue  # its rerun is the trial's result
             if t.state == TrialState.COMPLETE:
                 out["finished"] += 1
             elif t.state == TrialState.PRUNED:
                 out["pruned"] += 1
+            elif t.state == TrialState.FAIL and t.user_attrs.get("outcome") == "skipped":
+                out["skipped"] += 1
             elif t.state == TrialState.FAIL and not is_interrupted(t):
                 out["failed"] += 1
             elif t.state == TrialState.RUNNING:
@@ -187,7 +205,7 @@ class SweepStudy:
 
     def done(self) -> int:
         c = self.counts()
-        return c["finished"] + c["pruned"] + c["failed"]
+        return c["finished"] + c["pruned"] + c["failed"] + c["skipped"]
 
     def total(self) -> int | None:
         """How many trials the study has in all, when that is known."""
@@ -198,7 +216,9 @@ class SweepStudy:
 
     def remaining_grid(self) -> list[dict[str, Any]]:
         """Grid points no trial holds (nor will after retries)."""
-        held = {t.user_attrs.get("grid_key") for t in self.trials() if not is_interrupted(t)}
+        marked = self.marked_for_retry()
+        held = {t.user_attrs.get("grid_key") for t in self.trials()
+                if not is_replaced(t, marked)}
         return [p for p in self.grid or [] if grid_key(p) not in held]
 
     def best(self) -> Any | None:
@@ -218,7 +238,8 @@ class SweepStudy:
             self._enqueue_retries()
             trials = self.trials()
             if not any(t.state == TrialState.WAITING for t in trials):
-                live = [t for t in trials if not is_interrupted(t)]
+                marked = self.marked_for_retry()
+                live = [t for t in trials if not is_replaced(t, marked)]
                 if self.spec.run_cap is not None and len(live) >= self.spec.run_cap:
                     return None
                 if self.grid is not None:
@@ -239,7 +260,8 @@ class SweepStudy:
             trial_id = self._trial_id(trial.number)
             self.storage.record_heartbeat(trial_id)
             return Claim(number=trial.number, trial_id=trial_id, run_name=run_name,
-                         params=params, retry_of=attrs.get("retry_of"))
+                         params=params, retry_of=attrs.get("retry_of"),
+                         retry_failed=bool(attrs.get("retry_failed")))
 
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
@@ -270,13 +292,41 @@ class SweepStudy:
     def _enqueue_retries(self) -> None:
         trials = self.trials()
         retried = {t.user_attrs.get("retry_of") for t in trials}
+        marked = self.marked_for_retry()
         for t in trials:
-            if is_interrupted(t) and t.number not in retried:
+            if is_replaced(t, marked) and t.number not in retried:
                 attrs = {"retry_of": t.number, "run_name": t.user_attrs.get("run_name")
                          or f"trial-{t.number:04d}"}
+                if t.number in marked:
+                    attrs["retry_failed"] = True
                 if "grid_key" in t.user_attrs:
                     attrs["grid_key"] = t.user_attrs["grid_key"]
                 self.study.enqueue_trial(dict(t.params), user_attrs=attrs)
+
+    def retry_failed(self) -> list[str]:
+        """Mark every crashed or skipped trial for a rerun; their run names, in trial order.
+
+        Each is enqueued again (same parameters and run name) at the next claim, before any new
+        trial, and stops counting as a result: the rerun's outcome replaces it.
+        """
+        from optuna.trial import TrialState
+
+        names = []
+        with self.lock:
+            trials = self.trials()
+            marked = self.marked_for_retry()
+            for t in trials:
+                if t.state == TrialState.FAIL and t.user_attrs.get("outcome") in RETRYABLE \
+                        and t.number not in marked:
+                    marked.add(t.number)
+                    names.append(t.user_attrs.get("run_name") or f"trial-{t.number:04d}")
+            self.study.set_user_attr(RETRY_ATTR, sorted(marked))
+        return names
+
+    def marked_for_retry(self) -> set[int]:
+        """Numbers of the trials ``--retry-failed`` replaced by a rerun (read afresh)."""
+        attrs = self.storage.get_study_user_attrs(self.study_id)
+        return {int(n) for n in attrs.get(RETRY_ATTR, [])}
 
     # ------------------------------------------------------------------ recording
 

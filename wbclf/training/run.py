@@ -390,6 +390,8 @@ def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
         print(f"resuming {run_dir} after epoch {run.state.epoch}", flush=True)
     else:
         print(f"no checkpoint in {run_dir}; starting it from epoch 1", flush=True)
+    if not (run_dir / "splits.json").is_file():  # it crashed before writing them (a retry)
+        save_splits(run_dir / "splits.json", run.data.splits, _IndexView(run.data))
     return _execute(run, resume=True)
 
 
