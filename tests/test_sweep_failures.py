@@ -127,3 +127,20 @@ def test_retry_failed_finishes_the_grid_once_per_point(tmp_path, fake):
     assert reported == ["trial-0000", "trial-0001", "trial-0002"]
     assert run_sweep(sweep, "--out", str(out), "--retry-failed", cwd=tmp_path).returncode == 0
     assert len(finished_runs(out)) == 5
+
+
+def test_retried_trials_count_once_against_run_cap(tmp_path, fake):
+    crash = tmp_path / "crash"
+    crash.touch()
+    sweep = write_sweep(tmp_path, fake, FIVE, run_cap=3)
+    out = tmp_path / "out"
+    first = run_sweep(sweep, "--out", str(out), "--count", "2", cwd=tmp_path,
+                      FAKE_CRASH_FILE=str(crash))
+    assert first.returncode == 1 and len(study_trials(out)) == 2
+    crash.unlink()
+    again = run_sweep(sweep, "--out", str(out), "--retry-failed", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    # the two reruns take their trials' places under the cap of 3: one new point runs too
+    runs = finished_runs(out)
+    assert len(runs) == 3 and {"trial-0000", "trial-0001"} <= set(runs)
+    assert "3 finished, 0 pruned, 0 failed" in again.stdout
