@@ -117,7 +117,7 @@ def test_kill_9_mid_epoch_then_resume(medium_lesions, tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_and_resumes(medium_lesions, tmp_path):
     args = [f"--dataset={medium_lesions}", *FAST, "--limit_per_class=0", "--epochs=4",
-            "--wandb_mode=disabled", f"--out_dir={tmp_path}", "--run_name=term"]
+            "--wandb_mode=offline", f"--out_dir={tmp_path}", "--run_name=term"]
     proc = _popen_train(*args)
     run_dir = tmp_path / "term"
     _wait_for_first_epoch(proc, run_dir)
@@ -128,9 +128,15 @@ def test_sigterm_stops_cleanly_and_resumes(medium_lesions, tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert ckpt["fit_state"]["epoch"] >= 1  # the last complete checkpoint is intact
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    wb = read_offline_run(run_dir)  # what wandb itself wrote: the W&B run is marked
+    assert wb.summary["status"] == "interrupted" and wb.exit_code == 1
+    interrupted_id = wb.run_id
     result = run_cli("train", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert _epochs(run_dir) == [1, 2, 3, 4]
+    wb = read_offline_run(run_dir)
+    assert wb.run_id == interrupted_id  # the same W&B run, continued
+    assert wb.summary["status"] == "finished" and wb.exit_code == 0
 
 
 # Process A decodes its first image, says so, then waits until process B is blocked on the
@@ -264,11 +270,14 @@ def test_unreadable_files_reported_in_run_summary(tmp_path):
     (root / "train" / "b" / "notes.txt").write_text("hi")
     summary = train_run(build_config({
         "dataset": str(root), "image_size": 16, "width": 4, "depth": 2, "epochs": 1,
-        "batch_size": 4, "wandb_mode": "disabled", "num_workers": "0",
+        "batch_size": 4, "wandb_mode": "offline", "num_workers": "0",
         "out_dir": str(tmp_path / "runs"), "run_name": "r", "log_samples": 4}))
     skipped = {Path(item["path"]).name for item in summary["data/skipped_files"]}
     assert skipped == {"zero.jpg", "cut.jpg", "notes.txt"}
     assert summary["data/skipped"] == 3
+    wb = read_offline_run(tmp_path / "runs" / "r")  # the W&B summary lists them too
+    assert wb.summary["data/skipped"] == 3
+    assert {Path(item["path"]).name for item in wb.summary["data/skipped_files"]} == skipped
 
 
 def test_duplicate_files_across_splits_are_warned(tmp_path):

@@ -113,12 +113,15 @@ def test_divergence_is_a_clear_error(toy_lesions, tmp_path):
     result = run_cli("train", f"--dataset={toy_lesions}", "--image_size=32", "--width=8",
                      "--depth=3", "--epochs=2", "--limit_per_class=40", "--lr=1e12",
                      "--batch_norm=false", "--grad_clip=0", "--optimizer=sgd",
-                     "--num_workers=0", "--wandb_mode=disabled", f"--out_dir={tmp_path}",
+                     "--num_workers=0", "--wandb_mode=offline", f"--out_dir={tmp_path}",
                      "--run_name=boom")
     assert result.returncode == 3, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("wbclf: error: diverged at epoch 1, step ") and "lr=" in last
     assert json.loads((tmp_path / "boom" / "summary.json").read_text())["status"] == "diverged"
+    wb = read_offline_run(tmp_path / "boom")  # the W&B run is marked, by wandb itself
+    assert wb.summary["status"] == "diverged" and wb.exit_code == 1
+    assert wb.summary["error"] == last[len("wbclf: error: "):]
 
 
 def test_memory_logger_receives_everything(toy_lesions, tmp_path):
