@@ -118,7 +118,8 @@ class Run:
         weight = None
         if self.cfg.class_weighting == "balanced":
             counts = self.data.class_counts("train").astype(np.float64)
-            # inverse frequency, scaled so the mean weight is 1 (same loss scale as unweighted)
+            # inverse frequency, scaled so the mean weight over the training images is 1
+            # (the same loss scale as unweighted)
             inv = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0)
             weight = torch.tensor(inv, dtype=torch.float32, device=self.hw.device)
         return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
