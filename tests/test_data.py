@@ -250,3 +250,34 @@ def test_data_synth_and_inspect_cli(tmp_path):
     assert report["layout"] == "melanoma" and report["classes"] == ["Benign", "Malignant"]
     assert set(report["splits"]) == {"train", "val", "test"} and report["splits"]["val"] == {}
     assert report["skipped"] == []
+
+
+def test_download_installs_what_the_fetcher_returns(toy_lesions, tmp_path):
+    from wbclf.data.sources import KAGGLE_HANDLES, download
+
+    asked: list[str] = []
+
+    def fetch(handle: str) -> str:  # stands in for kagglehub.dataset_download (no network)
+        asked.append(handle)
+        return str(toy_lesions)
+
+    target = download("melanoma", tmp_path / "data", fetch)
+    assert asked == [KAGGLE_HANDLES["melanoma"]]
+    assert target == tmp_path / "data" / "melanoma" and target.resolve() == toy_lesions.resolve()
+    assert index_dataset(target).layout == "melanoma"
+    assert download("melanoma", tmp_path / "data", fetch) == target  # again: the same install
+
+
+def test_download_failures_and_wrong_layouts_are_one_line(toy_leaves, tmp_path):
+    from wbclf.data.sources import download
+
+    def offline(handle: str) -> str:
+        raise ConnectionError("Temporary failure in name resolution\nmore detail")
+
+    with pytest.raises(DatasetError) as failed:
+        download("melanoma", tmp_path / "data", offline)
+    assert "download of 'melanoma'" in str(failed.value) and "\n" not in str(failed.value)
+    assert "Temporary failure in name resolution" in str(failed.value)
+    with pytest.raises(DatasetError, match="has layout 'plant-disease', expected 'melanoma'"):
+        download("melanoma", tmp_path / "data", lambda handle: str(toy_leaves))
+    assert not (tmp_path / "data" / "melanoma").exists()
