@@ -84,6 +84,14 @@ def test_pretrained_file_with_scratch_strategy_is_one_line(toy_lesions, tmp_path
     assert code == 2 and "needs strategy=frozen or finetune" in line
 
 
+def test_named_dataset_not_downloaded_is_one_line(tmp_path, capsys):
+    code, line = _train(capsys, "--dataset=melanoma", f"--data_dir={tmp_path / 'empty'}",
+                        *FAST, f"--out_dir={tmp_path}")
+    assert code == 2
+    assert f"dataset 'melanoma' is not under {tmp_path / 'empty'}; run `wbclf data download " \
+           "melanoma`" in line
+
+
 # --------------------------------------------------------------------------- feature cache
 
 
