@@ -72,7 +72,7 @@ def postgres_url() -> str:
     """URL of the PostgreSQL server that `.ci/run` starts; skipped without one, except in CI."""
     url = os.environ.get("WBCLF_TEST_POSTGRES_URL", "")
     if not url:
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("CI must provide WBCLF_TEST_POSTGRES_URL (.ci/postgres.sh)")
         pytest.skip("no PostgreSQL server (set WBCLF_TEST_POSTGRES_URL)")
     return url

@@ -191,22 +191,30 @@ def test_killed_cache_build_is_never_read(toy_lesions, tmp_path):
     """kill -9 a process mid-build: no complete cache appears; the next build succeeds."""
     paths = [s.path for s in index_dataset(toy_lesions).splits["train"]]
     cache_dir = tmp_path / "cache"
+    reached = tmp_path / "reached"
+    # The child decodes 10 images, says so, and then blocks: it is killed mid-build for sure
+    # (not when a sleep happens to line up), with its temporary file half written.
     script = (
-        "import sys, json; from wbclf.data import cache as c\n"
-        "orig = c.load_image\n"
-        "def slow(p, s):\n"
-        "    import time; time.sleep(0.05); return orig(p, s)\n"
-        "c.load_image = slow\n"
+        "import sys, json, threading; from pathlib import Path; from wbclf.data import cache as c\n"
+        "orig, done = c.load_image, []\n"
+        "def gated(p, s):\n"
+        "    done.append(p)\n"
+        "    if len(done) == 10:\n"
+        "        Path(sys.argv[2]).write_text('mid-build')\n"
+        "        threading.Event().wait()\n"
+        "    return orig(p, s)\n"
+        "c.load_image = gated\n"
         f"c.build_or_load(json.load(open(sys.argv[1])), 24, {str(cache_dir)!r}, progress=False)\n"
     )
     list_file = tmp_path / "paths.json"
     list_file.write_text(json.dumps(paths))
-    proc = subprocess.Popen([sys.executable, "-c", script, str(list_file)])
+    proc = subprocess.Popen([sys.executable, "-c", script, str(list_file), str(reached)])
+    deadline = time.monotonic() + 300
+    while not reached.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # waits for the child's signal, never for a guessed moment
+    assert reached.exists(), "the child never reached the middle of the build"
     folder = cache_dir / "images"
-    deadline = time.time() + 60
-    while time.time() < deadline and not any(folder.glob("*.tmp-*")):
-        time.sleep(0.05)
-    time.sleep(0.3)
+    assert len(list(folder.glob(".*.u8.tmp-*"))) == 1  # the half-written data file
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(folder.glob("*.json")), "a killed build must not look complete"
@@ -242,3 +250,34 @@ def test_data_synth_and_inspect_cli(tmp_path):
     assert report["layout"] == "melanoma" and report["classes"] == ["Benign", "Malignant"]
     assert set(report["splits"]) == {"train", "val", "test"} and report["splits"]["val"] == {}
     assert report["skipped"] == []
+
+
+def test_download_installs_what_the_fetcher_returns(toy_lesions, tmp_path):
+    from wbclf.data.sources import KAGGLE_HANDLES, download
+
+    asked: list[str] = []
+
+    def fetch(handle: str) -> str:  # stands in for kagglehub.dataset_download (no network)
+        asked.append(handle)
+        return str(toy_lesions)
+
+    target = download("melanoma", tmp_path / "data", fetch)
+    assert asked == [KAGGLE_HANDLES["melanoma"]]
+    assert target == tmp_path / "data" / "melanoma" and target.resolve() == toy_lesions.resolve()
+    assert index_dataset(target).layout == "melanoma"
+    assert download("melanoma", tmp_path / "data", fetch) == target  # again: the same install
+
+
+def test_download_failures_and_wrong_layouts_are_one_line(toy_leaves, tmp_path):
+    from wbclf.data.sources import download
+
+    def offline(handle: str) -> str:
+        raise ConnectionError("Temporary failure in name resolution\nmore detail")
+
+    with pytest.raises(DatasetError) as failed:
+        download("melanoma", tmp_path / "data", offline)
+    assert "download of 'melanoma'" in str(failed.value) and "\n" not in str(failed.value)
+    assert "Temporary failure in name resolution" in str(failed.value)
+    with pytest.raises(DatasetError, match="has layout 'plant-disease', expected 'melanoma'"):
+        download("melanoma", tmp_path / "data", lambda handle: str(toy_leaves))
+    assert not (tmp_path / "data" / "melanoma").exists()

@@ -92,6 +92,22 @@ def test_albumentations_pipeline_works_as_a_batch_augment(bundle):
     torch.testing.assert_close(image, again, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("preset", ["light", "strong"])
+def test_presets_change_images_and_vary_with_the_seed(bundle, preset):
+    """An augmentation that returned its input would pass the determinism tests: not this."""
+    ds = bundle.dataset("train", build_batch_augment(preset, SIZE))
+    plain = bundle.dataset("train")
+    items = _items(len(ds))[:16]
+    augmented, _ = ds.read_batch(items)
+    originals, _ = plain.read_batch([i for i, _ in items])
+    changed = [not torch.equal(a, o) for a, o in zip(augmented, originals)]
+    assert sum(changed) >= 14, changed  # strong: a crop on every image, flips on 7 of 8
+    same_image, _ = ds.read_batch([(items[0][0], seed) for seed in range(16)])
+    distinct = {bytes(img.numpy().tobytes()) for img in same_image}
+    assert len(distinct) >= 12  # each seed draws its own augmentation
+    assert augmented.dtype == torch.uint8 and augmented.shape == originals.shape
+
+
 # ------------------------------------------------------------------ the light preset
 
 

@@ -113,7 +113,30 @@ def test_local_logger_many_long_class_names(tmp_path: Path) -> None:
     logger = LocalRunLogger(dpi=40)
     run_dir = start(logger, tmp_path, names)
     logger.log_evaluation(make_evaluation("test", names, n=120))
-    assert (run_dir / "confusion_matrix.png").stat().st_size > 0
+    import cv2
+
+    image = cv2.imread(str(run_dir / "confusion_matrix.png"))
+    assert image is not None and image.std() > 0  # a real, non-blank PNG
+    # every class is labelled, in display form, and no label runs off the figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from wbclf.tracking.plots import confusion_matrix_figure, display_name
+
+    fig = confusion_matrix_figure(np.eye(38, dtype=int) * 3, names)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[0]
+    shown = [t.get_text() for t in ax.get_xticklabels()]
+    assert shown == [display_name(n, 48) for n in names]
+    box = fig.bbox
+    for label in ax.get_xticklabels() + ax.get_yticklabels():
+        extent = label.get_window_extent(renderer)
+        assert extent.x0 >= box.x0 - 1 and extent.y0 >= box.y0 - 1, label.get_text()
+        assert extent.x1 <= box.x1 + 1 and extent.y1 <= box.y1 + 1, label.get_text()
+    # and the saved figure is the one drawn: the same size at the logger's dpi
+    height, width = image.shape[:2]
+    assert (width, height) == pytest.approx((fig.get_figwidth() * 40, fig.get_figheight() * 40),
+                                            abs=2)
     assert not (run_dir / "roc.png").exists()  # binary only
     with open(run_dir / "per_class.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
@@ -281,5 +304,10 @@ def test_roc_figure_handles_one_class(tmp_path: Path) -> None:
     from wbclf.tracking.plots import roc_figure, save_figure_atomic
 
     fig = roc_figure(np.zeros(5, int), np.linspace(0, 1, 5), threshold=0.5)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["undefined: one class only", "undefined: no positives"]
     save_figure_atomic(fig, tmp_path / "roc.png", dpi=40)
-    assert (tmp_path / "roc.png").stat().st_size > 0
+    import cv2
+
+    image = cv2.imread(str(tmp_path / "roc.png"))
+    assert image is not None and image.shape[:2] == (round(4.6 * 40), 10 * 40)

@@ -117,7 +117,7 @@ def test_kill_9_mid_epoch_then_resume(medium_lesions, tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_and_resumes(medium_lesions, tmp_path):
     args = [f"--dataset={medium_lesions}", *FAST, "--limit_per_class=0", "--epochs=4",
-            "--wandb_mode=disabled", f"--out_dir={tmp_path}", "--run_name=term"]
+            "--wandb_mode=offline", f"--out_dir={tmp_path}", "--run_name=term"]
     proc = _popen_train(*args)
     run_dir = tmp_path / "term"
     _wait_for_first_epoch(proc, run_dir)
@@ -128,25 +128,84 @@ def test_sigterm_stops_cleanly_and_resumes(medium_lesions, tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert ckpt["fit_state"]["epoch"] >= 1  # the last complete checkpoint is intact
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    wb = read_offline_run(run_dir)  # what wandb itself wrote: the W&B run is marked
+    assert wb.summary["status"] == "interrupted" and wb.exit_code == 1
+    interrupted_id = wb.run_id
     result = run_cli("train", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert _epochs(run_dir) == [1, 2, 3, 4]
+    wb = read_offline_run(run_dir)
+    assert wb.run_id == interrupted_id  # the same W&B run, continued
+    assert wb.summary["status"] == "finished" and wb.exit_code == 0
+
+
+# Process A decodes its first image, says so, then waits until process B is blocked on the
+# cache's lock (B says so just before it blocks): the two builds overlap by construction, not
+# by luck, and B must reuse A's file without decoding a single image.
+_BUILDER_A = """
+import json, sys, time
+from pathlib import Path
+from wbclf.data import cache as c
+paths, cache_dir, signals = json.load(open(sys.argv[1])), sys.argv[2], Path(sys.argv[3])
+original = c.load_image
+def gated(path, size):
+    if not (signals / "a-building").exists():
+        (signals / "a-building").write_text("")
+        deadline = time.monotonic() + 300
+        while not (signals / "b-waiting").exists():
+            if time.monotonic() > deadline:
+                sys.exit(3)  # B never reached the lock: the test fails, it does not pass
+            time.sleep(0.01)
+    return original(path, size)
+c.load_image = gated
+cache = c.build_or_load(paths, 40, cache_dir, progress=False)
+print(cache.data_path, cache.data_path.stat().st_ino, 0)
+"""
+
+_BUILDER_B = """
+import json, sys
+from pathlib import Path
+import filelock
+from wbclf.data import cache as c
+paths, cache_dir, signals = json.load(open(sys.argv[1])), sys.argv[2], Path(sys.argv[3])
+decoded = []
+original_load, original_acquire = c.load_image, filelock.FileLock.acquire
+def counted(path, size):
+    decoded.append(path)
+    return original_load(path, size)
+def acquire(self, *args, **kwargs):
+    (signals / "b-waiting").write_text("")
+    return original_acquire(self, *args, **kwargs)
+c.load_image = counted
+filelock.FileLock.acquire = acquire
+cache = c.build_or_load(paths, 40, cache_dir, progress=False)
+print(cache.data_path, cache.data_path.stat().st_ino, len(decoded))
+"""
 
 
 def test_two_processes_build_one_cache(toy_lesions, tmp_path):
-    """Two runs needing the same cache at once: one builds (file lock), both use it."""
+    """Two runs needing the same cache at once: one builds (file lock), the other waits and
+    uses the same file."""
     paths = [s.path for s in index_dataset(toy_lesions).splits["train"]][:300]
     listing = tmp_path / "paths.json"
     listing.write_text(json.dumps(paths))
-    cache_dir = tmp_path / "cache"
-    script = ("import json, sys; from wbclf.data.cache import build_or_load\n"
-              f"c = build_or_load(json.load(open(sys.argv[1])), 40, {str(cache_dir)!r}, "
-              "progress=False)\nprint(c.data_path, c.data_path.stat().st_ino)\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(listing)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0].strip() for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    assert outputs[0] == outputs[1]  # same file, same inode: built once, not twice
+    cache_dir, signals = tmp_path / "cache", tmp_path / "signals"
+    signals.mkdir()
+    args = [str(listing), str(cache_dir), str(signals)]
+    a = subprocess.Popen([sys.executable, "-c", _BUILDER_A, *args], stdout=subprocess.PIPE,
+                         text=True)
+    deadline = time.monotonic() + 300
+    while not (signals / "a-building").exists() and a.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (signals / "a-building").exists(), "A never started building"
+    b = subprocess.Popen([sys.executable, "-c", _BUILDER_B, *args], stdout=subprocess.PIPE,
+                         text=True)
+    out_a, out_b = (p.communicate(timeout=300)[0].split() for p in (a, b))
+    assert (a.returncode, b.returncode) == (0, 0)
+    assert (signals / "b-waiting").exists()  # B reached the lock while A was building
+    assert out_a[:2] == out_b[:2]  # same file, same inode: built once, not twice
+    assert out_b[2] == "0"  # B decoded nothing
     assert len(list((cache_dir / "images").glob("*.u8"))) == 1
     cache = build_or_load(paths, 40, cache_dir, progress=False)
     np.testing.assert_array_equal(cache.open()[0], load_image(paths[0], 40))
@@ -211,11 +270,14 @@ def test_unreadable_files_reported_in_run_summary(tmp_path):
     (root / "train" / "b" / "notes.txt").write_text("hi")
     summary = train_run(build_config({
         "dataset": str(root), "image_size": 16, "width": 4, "depth": 2, "epochs": 1,
-        "batch_size": 4, "wandb_mode": "disabled", "num_workers": "0",
+        "batch_size": 4, "wandb_mode": "offline", "num_workers": "0",
         "out_dir": str(tmp_path / "runs"), "run_name": "r", "log_samples": 4}))
     skipped = {Path(item["path"]).name for item in summary["data/skipped_files"]}
     assert skipped == {"zero.jpg", "cut.jpg", "notes.txt"}
     assert summary["data/skipped"] == 3
+    wb = read_offline_run(tmp_path / "runs" / "r")  # the W&B summary lists them too
+    assert wb.summary["data/skipped"] == 3
+    assert {Path(item["path"]).name for item in wb.summary["data/skipped_files"]} == skipped
 
 
 def test_duplicate_files_across_splits_are_warned(tmp_path):

@@ -113,20 +113,44 @@ def test_divergence_is_a_clear_error(toy_lesions, tmp_path):
     result = run_cli("train", f"--dataset={toy_lesions}", "--image_size=32", "--width=8",
                      "--depth=3", "--epochs=2", "--limit_per_class=40", "--lr=1e12",
                      "--batch_norm=false", "--grad_clip=0", "--optimizer=sgd",
-                     "--num_workers=0", "--wandb_mode=disabled", f"--out_dir={tmp_path}",
+                     "--num_workers=0", "--wandb_mode=offline", f"--out_dir={tmp_path}",
                      "--run_name=boom")
     assert result.returncode == 3, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("wbclf: error: diverged at epoch 1, step ") and "lr=" in last
     assert json.loads((tmp_path / "boom" / "summary.json").read_text())["status"] == "diverged"
+    wb = read_offline_run(tmp_path / "boom")  # the W&B run is marked, by wandb itself
+    assert wb.summary["status"] == "diverged" and wb.exit_code == 1
+    assert wb.summary["error"] == last[len("wbclf: error: "):]
 
 
 def test_memory_logger_receives_everything(toy_lesions, tmp_path):
+    """A logger passed to train_run gets every call, with what the run directory holds."""
     memory = MemoryLogger()
-    cfg = _cfg(toy_lesions, tmp_path, run_name="mem", epochs=1, wandb_mode="disabled")
-    train_run(cfg, loggers=[LocalRunLogger(), memory])
-    assert sorted(memory.epochs) == [1]
-    assert memory.summary["status"] == "finished"
+    cfg = _cfg(toy_lesions, tmp_path, run_name="mem", epochs=2, wandb_mode="disabled")
+    summary = train_run(cfg, loggers=[LocalRunLogger(), memory])
+    run_dir = tmp_path / "mem"
+    assert memory.calls == ["start", "log_config",
+                            "log_epoch", "log_samples", "log_epoch", "log_samples",
+                            "log_evaluation", "log_evaluation", "log_samples", "log_mistakes",
+                            "log_summary", "finish"]
+    assert memory.started["cfg"] == cfg and memory.started["run_dir"] == run_dir
+    assert memory.started["class_names"] == ["Benign", "Malignant"]
+    assert memory.config["weights_source"] == "random"
+    assert memory.history == _lines(run_dir / "metrics.jsonl")  # the same epochs, same figures
+    assert [(e, tag) for e, tag, _ in memory.samples] == [
+        (1, "val_samples"), (2, "val_samples"), (summary["best_epoch"], "best_samples")]
+    assert all(len(s.labels) == 8 for _, _, s in memory.samples)
+    assert memory.evaluations["test"].metrics["acc"] == pytest.approx(summary["test/acc"])
+    assert memory.evaluations["val"].split == "val"
+    assert len(memory.mistakes) == 1 and (memory.mistakes[0].preds
+                                          != memory.mistakes[0].labels).all()
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert memory.summary.keys() == on_disk.keys()
+    for key, value in on_disk.items():
+        assert memory.summary[key] == (pytest.approx(value) if isinstance(value, float)
+                                       else value), key
+    assert memory.status == "finished" and memory.summary["status"] == "finished"
 
 
 def test_sample_indices_are_balanced_and_fixed():

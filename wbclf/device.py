@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from wbclf.errors import UserError
+
 
 @dataclass(frozen=True)
 class Hardware:
@@ -38,13 +40,13 @@ def resolve_device(setting: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={setting} but CUDA is not available here; allowed: auto, cpu")
+        raise UserError(f"device={setting} but CUDA is not available here; allowed: auto, cpu")
     if device.type == "cuda" and device.index is not None \
             and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device={setting} but only {torch.cuda.device_count()} CUDA "
+        raise UserError(f"device={setting} but only {torch.cuda.device_count()} CUDA "
                          "device(s) exist")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={setting} but MPS is not available here; allowed: auto, cpu")
+        raise UserError(f"device={setting} but MPS is not available here; allowed: auto, cpu")
     return device
 
 
@@ -57,7 +59,7 @@ def resolve_hardware(device_setting: str, precision: str) -> Hardware:
     elif precision == "32":
         dtype = None
     elif not cuda:
-        raise ValueError(f"precision={precision} needs a CUDA device; this run is on "
+        raise UserError(f"precision={precision} needs a CUDA device; this run is on "
                          f"{device.type}: allowed here: auto, 32")
     else:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16

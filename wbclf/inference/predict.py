@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wbclf.atomic import replacing
+from wbclf.atomic import replacing, write_bytes_atomic
 from wbclf.data.cache import load_image
 from wbclf.data.integrity import check_image_file
 from wbclf.data.layouts import IMAGE_EXTENSIONS
@@ -232,8 +232,10 @@ def write_cam_overlays(loaded: LoadedModel, predictions: Sequence[Prediction],
         panel = np.concatenate([panel, band], axis=0)
         rel = os.path.relpath(os.path.abspath(pred.path), base or ".")
         target = out_dir / Path(rel).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        if not ok:  # pragma: no cover -- OpenCV always encodes a uint8 RGB panel
+            raise RuntimeError(f"could not encode the Grad-CAM overlay for {pred.path}")
+        write_bytes_atomic(target, png.tobytes())
         written.append(target)
     return written
 

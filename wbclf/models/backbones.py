@@ -220,7 +220,7 @@ def _load_file(model: nn.Module, path: str) -> None:
         refused = (exc, exc.__cause__)
         if not any(isinstance(e, pickle.UnpicklingError) for e in refused):
             raise
-        raise ValueError(
+        raise UserError(
             f"{path} holds more than tensors (e.g. a full training checkpoint with RNG state) "
             "and is not unpickled for safety; save only its weights, e.g. "
             "torch.save(checkpoint['model'], 'weights.pth')"
@@ -232,7 +232,7 @@ def _load_file(model: nn.Module, path: str) -> None:
     }
     problem = state_dict_mismatch(state, reference)
     if problem:
-        raise ValueError(f"checkpoint does not fit {type(model).__name__}: {problem}")
+        raise UserError(f"checkpoint does not fit {type(model).__name__}: {problem}")
     model.load_state_dict(state, strict=False)
 
 

@@ -103,7 +103,7 @@ def create_model(name: str, num_classes: int, cfg: Any) -> nn.Module:
 
     if name in _BUILDERS:
         if strategy != "scratch" or pretrained_file:
-            raise ValueError(
+            raise UserError(
                 f"model {name!r} has no pretrained weights: use strategy=scratch without "
                 f"pretrained_file, or a timm model for strategy={strategy}"
             )
@@ -120,7 +120,7 @@ def create_model(name: str, num_classes: int, cfg: Any) -> nn.Module:
     if not timm.is_model(name):
         raise _unknown_model(name)
     if strategy == "scratch" and pretrained_file:
-        raise ValueError(
+        raise UserError(
             f"pretrained_file={pretrained_file!r} needs strategy=frozen or finetune, "
             "not scratch (random init)"
         )

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wbclf.atomic import replacing, write_text_atomic
+
 DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 
 
@@ -65,15 +67,16 @@ def uses_args_json_file(command: Sequence[str] | None) -> bool:
 
 def write_args_json_file(path: str | Path, params: Mapping[str, Any]) -> None:
     """The file behind ``${args_json_file}`` (the agent writes ``args_json`` into it)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(agent_arguments(params)["args_json"][0])
+    # atomic: a resumed or retried trial reads this file again
+    write_text_atomic(path, agent_arguments(params)["args_json"][0])
 
 
 def write_param_file(path: str | Path, params: Mapping[str, Any]) -> None:
     """The ``WANDB_SWEEP_PARAM_PATH`` file, written by W&B's own function like the agent."""
     from wandb.sdk.lib.config_util import save_config_file_from_dict
 
-    save_config_file_from_dict(str(path), {k: {"value": v} for k, v in params.items()})
+    with replacing(path) as tmp:
+        save_config_file_from_dict(str(tmp), {k: {"value": v} for k, v in params.items()})
 
 
 def shell_line(argv: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from wbclf.atomic import write_text_atomic
 from wbclf.errors import fail
 
 USAGE = ("wbclf sweep SWEEP.yaml [--set key=value ...] [--count N] [--workers N] "
@@ -161,7 +162,7 @@ def check_out_dir(spec: Any, out: Path, url: str) -> None:
         record["created"] = old.get("created")
     out.mkdir(parents=True, exist_ok=True)
     record["created"] = record.get("created") or datetime.now(timezone.utc).isoformat()
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_text_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def run_preflight(spec: Any) -> list[Any]:

@@ -118,7 +118,8 @@ class Run:
         weight = None
         if self.cfg.class_weighting == "balanced":
             counts = self.data.class_counts("train").astype(np.float64)
-            # inverse frequency, scaled so the mean weight is 1 (same loss scale as unweighted)
+            # inverse frequency, scaled so the mean weight over the training images is 1
+            # (the same loss scale as unweighted)
             inv = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0)
             weight = torch.tensor(inv, dtype=torch.float32, device=self.hw.device)
         return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
@@ -289,6 +290,16 @@ def oom_message(cfg: RunConfig) -> str:
             f"{max(1, cfg.batch_size // 2)}) or image_size, or use precision=bf16")
 
 
+def _start_run(cfg: RunConfig, run_dir: Path, logger: Logger,
+               epoch_callback: EpochCallback | None) -> Run:
+    """Build the run; a CUDA OOM while it is built (frozen: the backbone's feature pass) is
+    the same one-line error as one during training."""
+    try:
+        return Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
+    except torch.cuda.OutOfMemoryError:
+        raise RunError(oom_message(cfg)) from None
+
+
 def _relog_unlogged_epochs(run: Run) -> None:
     """Hand every epoch the checkpoint holds to the loggers again after a resume.
 
@@ -346,12 +357,13 @@ def train_run(cfg: RunConfig, *, epoch_callback: EpochCallback | None = None,
               group: str | None = None, tags: Sequence[str] = (),
               loggers: Sequence[Logger] | None = None) -> dict[str, Any]:
     """Train a new run described by ``cfg``; returns its summary."""
+    resolve_hardware(cfg.device, cfg.precision)  # a device this machine lacks: before any file
     run_dir = _new_run_dir(cfg)
     _write_yaml(run_dir / "config.yaml", cfg.to_dict())
     logger = MultiLogger(list(loggers) if loggers is not None
                          else default_loggers(cfg, group, tags))
     start = time.perf_counter()
-    run = Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
+    run = _start_run(cfg, run_dir, logger, epoch_callback)
     save_splits(run_dir / "splits.json", run.data.splits, _IndexView(run.data))
     summary = _execute(run, resume=False)
     print(f"run finished in {time.perf_counter() - start:.1f}s: val/acc "
@@ -377,14 +389,11 @@ def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
         if status in ("finished", "pruned"):
             raise RunError(f"run '{run_dir}' already {status}; nothing to resume")
     saved = yaml.safe_load(config_path.read_text())
-    # Only fields that do not change what is being trained may differ on resume.
-    allowed = {"device", "num_workers", "wandb_mode", "precision", "log_samples", "compile"}
-    changes = {k: v for k, v in (overrides or {}).items() if k in allowed}
-    cfg = build_config(saved, changes)
+    cfg = resume_config(saved, overrides or {}, run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     logger = MultiLogger(list(loggers) if loggers is not None
                          else default_loggers(cfg, group, tags))
-    run = Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
+    run = _start_run(cfg, run_dir, logger, epoch_callback)
     if last.is_file():
         run.restore(load_checkpoint(last, run.hw.device))
         print(f"resuming {run_dir} after epoch {run.state.epoch}", flush=True)
@@ -393,6 +402,35 @@ def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     if not (run_dir / "splits.json").is_file():  # it crashed before writing them (a retry)
         save_splits(run_dir / "splits.json", run.data.splits, _IndexView(run.data))
     return _execute(run, resume=True)
+
+
+# Fields that change where or how fast a run computes, not what it computes: a resume may
+# change them. Anything else (epochs, lr, the schedule, the data...) would make the
+# checkpoint's optimizer, scheduler and history describe another run than the one continued.
+RESUMABLE_FIELDS = ("device", "num_workers", "wandb_mode", "precision", "log_samples",
+                    "compile")
+
+
+def resume_config(saved: dict[str, Any], overrides: dict[str, Any], run_dir: Path
+                  ) -> RunConfig:
+    """The saved config with the command line's changes, refusing what a resume cannot change.
+
+    ``out_dir``/``run_name`` may be repeated (the sweep runner does) when they name
+    ``run_dir``. Values equal to the saved ones are not changes.
+    """
+    before = build_config(saved)
+    after = build_config(saved, overrides)
+    changed = [k for k in overrides if getattr(after, k) != getattr(before, k)]
+    if after.run_name and (Path(after.out_dir) / after.run_name).resolve() == run_dir.resolve():
+        changed = [k for k in changed if k not in ("out_dir", "run_name")]
+    refused = [k for k in changed if k not in RESUMABLE_FIELDS]
+    if refused:
+        shown = ", ".join(f"{k}={getattr(after, k)} (the run has {getattr(before, k)})"
+                          for k in refused)
+        raise RunError(f"--resume continues a run as it was configured and cannot change "
+                       f"{shown}; it may change only {', '.join(RESUMABLE_FIELDS)} "
+                       "(to train longer or differently, start a new run)")
+    return after
 
 
 class _IndexView:

@@ -37,6 +37,7 @@ from torch import nn
 from wbclf.atomic import build_once, replacing
 from wbclf.data.datasets import collate_skip_none, resolve_workers
 from wbclf.data.transforms import DeviceNormalizer, build_train_transform
+from wbclf.errors import RunError, UserError
 from wbclf.training.engine import evaluate, train_one_epoch
 from wbclf.training.optim import param_groups
 from wbclf.training.plans.base import TrainingPlan
@@ -193,7 +194,7 @@ class BackboneEncoder:
         self.images += len(images)
         feats = feats.float().flatten(1)
         if feats.abs().max() > _FP16_MAX:
-            raise RuntimeError("feature cache: backbone features exceed the float16 range; "
+            raise RunError("feature cache: backbone features exceed the float16 range; "
                                "train with cache_images=false")
         return feats.cpu().numpy().astype(np.float16)
 
@@ -202,7 +203,7 @@ class BackboneEncoder:
         ours = self.head(feats).float()
         scale = float(own.abs().max()) + 1e-6
         if own.shape != ours.shape or float((own - ours).abs().max()) > 1e-3 + 2e-2 * scale:
-            raise RuntimeError(f"feature cache: {type(self.model).__name__}'s classifier does "
+            raise RunError(f"feature cache: {type(self.model).__name__}'s classifier does "
                                "not take forward_head(pre_logits=True) as input; train it with "
                                "cache_images=false")
         self._checked = True
@@ -227,7 +228,7 @@ class FeaturePlan(TrainingPlan):
 
         cfg, data = self.cfg, self.data
         if data.cache is None:
-            raise ValueError("the feature cache needs the image cache (cache_images=true)")
+            raise UserError("the feature cache needs the image cache (cache_images=true)")
         inner = getattr(self.model, "_orig_mod", self.model)
         (self.head_name,) = classifier_names(inner)
         self.head = inner.get_submodule(self.head_name)

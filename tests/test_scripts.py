@@ -1,0 +1,42 @@
+"""The scripts run: scripts/benchmark.py (one CPU case, --json) and its case check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=timeout)
+
+
+def test_benchmark_refuses_an_unknown_case():
+    result = _script("scripts/benchmark.py", "--cases", "loop,nope")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("benchmark: unknown case(s) ['nope']; allowed: loader, "
+                                     "epoch, loop, frozen_study, gpu")
+
+
+@pytest.mark.slow
+def test_benchmark_loop_case_reports_json(tmp_path):
+    result = _script("scripts/benchmark.py", "--quick", "--json", "--cases", "loop",
+                     "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)  # stdout is the JSON alone
+    loop = report["loop"]
+    assert "error" not in loop, loop
+    assert loop["device"] == "cpu" and loop["steps_per_epoch"] > 0
+    assert report["loop_efficiency"] == loop["loop_efficiency"] > 0
+    assert len(loop["wbclf_runs"]) == len(loop["bare_runs"]) == 41  # --quick repeats
+
+
+def test_demo_script_describes_itself():
+    result = _script("scripts/demo.py", "--help")
+    assert result.returncode == 0 and "--epochs" in result.stdout and "--out" in result.stdout
