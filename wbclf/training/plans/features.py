@@ -240,7 +240,13 @@ class FeaturePlan(TrainingPlan):
         start = time.perf_counter()
         base, views = self._build_stores(inner)
         self.build_s = time.perf_counter() - start
+        self.features_s = self.build_s
         self.reused = not base.built and (views is None or not views.built)
+        stores = [s for s in (base, views) if s is not None]
+        # What the backbone pass cost when the stores were built (now or by an earlier run),
+        # and which stores these are: a report divides the cost among the runs sharing them.
+        self.store_build_s = sum(s.build_s for s in stores)
+        self.store_id = "+".join(s.data_path.stem for s in stores)
         self._load(base, views)
         what = "reused" if self.reused else \
             f"computed ({self.encoder.images} backbone passes, {self.build_s:.1f}s)"
@@ -370,4 +376,5 @@ class FeaturePlan(TrainingPlan):
 
     def extra_summary(self) -> dict[str, Any]:
         return {"features/reused": self.reused, "features/backbone_images": self.backbone_images,
-                "features/build_s": self.build_s, "features/views": self.views}
+                "features/build_s": self.build_s, "features/views": self.views,
+                "features/store_build_s": self.store_build_s, "features/store": self.store_id}
