@@ -84,6 +84,7 @@ def cost_note(costs: Iterable[Cost]) -> str:
         runs = sum(n for _, n in stores)
         text += (f" Frozen runs train on stored backbone features: building "
                  f"{'that store' if len(stores) == 1 else f'those {len(stores)} stores'} took "
-                 f"{built:.1f} s, divided among the {runs} runs that used "
+                 f"{built:.1f} s, divided among the {runs} run{'s' if runs != 1 else ''} "
+                 "that used "
                  f"{'it' if len(stores) == 1 else 'them'}.")
     return text

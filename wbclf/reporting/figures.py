@@ -372,7 +372,8 @@ def strategy_figure(rows: Sequence[StrategyRow], costs: dict[str, Cost] | None =
                     ax.bar(pos, s.mean, width=width * 0.92, fill=False, hatch="///",
                            edgecolor="#7d4e00", linewidth=0)
                     text += f"\n{chance}/{len(row.runs)} at chance"
-                ax.annotate(text, (pos, s.mean), ha="center", va="bottom", fontsize=7,
+                top = s.mean + (s.std if s.n > 1 else 0.0)  # above the error bar
+                ax.annotate(text, (pos, top), ha="center", va="bottom", fontsize=7,
                             xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(range(len(datasets)), datasets)
         log = key == "train/time_s" and _spread(rows, key) > 50
@@ -381,6 +382,7 @@ def strategy_figure(rows: Sequence[StrategyRow], costs: dict[str, Cost] | None =
         ax.set_title(title, fontsize=10 if key != COST else 9)
         if key == COST:
             ax.set_ylabel("seconds (wall time)")
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.45)  # headroom for the legend
             ax.legend(handles=[_part_patch(name, label) for name, label in PARTS],
                       fontsize=7, frameon=False, loc="upper left")
         if key == "train/time_s":
