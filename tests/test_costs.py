@@ -16,7 +16,7 @@ import pytest
 from tests.test_report import parse_html
 from wbclf.config import build_config
 from wbclf.reporting.collect import RunRecord
-from wbclf.reporting.costs import run_costs
+from wbclf.reporting.costs import cost_note, run_costs
 from wbclf.reporting.main import write_local_report
 from wbclf.training.run import train_run
 
@@ -100,7 +100,7 @@ def test_report_amortizes_the_backbone_pass_and_flags_the_dead_run(study, tmp_pa
     scratch = dict(zip(strategies, page.rows["strategy:toy-lesions-small:scratch"]))
     assert scratch["at chance"] == "1 of 1" and frozen["at chance"] == "0"
     html = out.read_text()
-    assert "divided among the 2 runs that used it" in html
+    assert f"({build_s:.1f} s over these 2 frozen runs)" in html
     assert '<tr data-run="scratch-dead" class="chance">' in html
 
 
@@ -108,14 +108,21 @@ def test_store_cost_is_shared_evenly_and_old_runs_keep_their_train_time():
     def record(name: str, **summary) -> RunRecord:
         return RunRecord(name=name, path=None, study="s", config={}, summary=summary)
 
+    # three frozen seeds share the plain store (30 s); each built its own augmented views
     runs = [record(f"f{i}", **{"time/train_s": 0.5, "time/eval_s": 0.1,
-                               "features/store": "k1", "features/store_build_s": 30.0})
+                               "features/store": "k1", "features/store_build_s": 30.0,
+                               "features/views_store": f"v{i}",
+                               "features/views_store_build_s": 6.0})
             for i in range(3)]
     runs.append(record("old", **{"train/time_s": 12.0}))
     runs.append(record("other", **{"time/train_s": 1.0, "time/eval_s": 0.0,
                                    "features/store": "k2", "features/store_build_s": 8.0}))
     costs = run_costs(runs)
-    assert costs["f0"].features_s == pytest.approx(10.0) and costs["f0"].shared_by == 3
-    assert costs["f0"].total_s == pytest.approx(10.6)
-    assert costs["old"].total_s == 12.0 and costs["old"].shared_by == 0
+    assert costs["f0"].features_s == pytest.approx(10.0 + 6.0)
+    assert costs["f0"].shared_by == (3, 1)
+    assert costs["f0"].total_s == pytest.approx(16.6)
+    assert costs["old"].total_s == 12.0 and costs["old"].stores == ()
     assert costs["other"].features_s == pytest.approx(8.0)
+    note = cost_note(costs[r.name] for r in runs[:3])
+    assert "the 4 feature stores they used took 48.0 s" in note
+    assert "48.0 s over these 3 frozen runs" in note

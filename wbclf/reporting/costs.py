@@ -6,10 +6,11 @@ built. Showing the epochs alone says frozen transfer is free. The cost compared 
 
     training + evaluation + feature extraction (amortized)
 
-where the feature-extraction cost of a store (``features/store_build_s``, what building it
-took, whether this run built it or reused it) is divided evenly among the runs in the report
-that used the same store (``features/store``). Data preparation (indexing, the decoded-image
-cache) is left out: every strategy pays it alike.
+where the feature-extraction cost of each store a run used (``features/store_build_s``, what
+building it took, whether this run built it or reused it; likewise ``features/views_store*``
+for the augmented views) is divided evenly among the runs in the report that used the same
+store (``features/store``). Data preparation (indexing, the decoded-image cache) is left out:
+every strategy pays it alike.
 """
 
 from __future__ import annotations
@@ -31,60 +32,81 @@ class Cost:
     Attributes:
         train_s: The training epochs (``time/train_s``, else ``train/time_s``).
         eval_s: Per-epoch validation and the final evaluation (``time/eval_s``; 0 if unknown).
-        features_s: The run's share of its feature store's build cost (0 without a store).
-        shared_by: Runs in the report that used the same feature store (0 without a store).
-        store_build_s: What building that store cost in all.
+        features_s: The run's share of its feature stores' build cost (0 without a store).
+        stores: The feature stores the run used.
+        store_builds: What building each of them cost in all.
+        shared_by: Runs in the report that used each of them.
     """
 
     train_s: float
     eval_s: float
     features_s: float = 0.0
-    shared_by: int = 0
-    store_build_s: float = 0.0
+    stores: tuple[str, ...] = ()
+    store_builds: tuple[float, ...] = ()
+    shared_by: tuple[int, ...] = ()
 
     @property
     def total_s(self) -> float:
         return self.train_s + self.eval_s + self.features_s
 
 
-def _store(run: RunRecord) -> str:
-    return str(run.summary.get("features/store") or "")
+STORES = ("store", "views_store")  # the feature stores a frozen run may use
+
+
+def _stores(run: RunRecord) -> list[tuple[str, float]]:
+    """``(store id, what building it cost)`` for each feature store the run used."""
+    out = []
+    for name in STORES:
+        key = str(run.summary.get(f"features/{name}") or "")
+        if key:
+            out.append((key, run.value(f"features/{name}_build_s") or 0.0))
+    return out
 
 
 def run_costs(runs: Iterable[RunRecord]) -> dict[str, Cost]:
     """``{run.name: Cost}`` for every run with a training time; stores shared among ``runs``."""
     runs = [r for r in runs if (r.value("time/train_s") or r.value("train/time_s")) is not None]
-    sharing: dict[str, list[RunRecord]] = {}
+    users: dict[str, int] = {}
+    built: dict[str, float] = {}
     for run in runs:
-        if _store(run):
-            sharing.setdefault(_store(run), []).append(run)
+        for key, build_s in _stores(run):
+            users[key] = users.get(key, 0) + 1
+            # every user records the same build cost; the largest guards against a run
+            # from before the build cost was recorded (0)
+            built[key] = max(built.get(key, 0.0), build_s)
     out = {}
     for run in runs:
         train = run.value("time/train_s")
         train = run.value("train/time_s") if train is None else train
         eval_s = run.value("time/eval_s") or 0.0
-        peers = sharing.get(_store(run), [])
-        if peers:
-            # Every sharer records the same build cost; the largest guards against a run
-            # from before the build cost was recorded (0).
-            built = max(r.value("features/store_build_s") or 0.0 for r in peers)
-            out[run.name] = Cost(train, eval_s, built / len(peers), len(peers), built)
-        else:
-            out[run.name] = Cost(train, eval_s)
+        keys = [key for key, _ in _stores(run)]
+        share = sum(built[k] / users[k] for k in keys)
+        out[run.name] = Cost(train, eval_s, share, stores=tuple(keys),
+                             store_builds=tuple(built[k] for k in keys),
+                             shared_by=tuple(users[k] for k in keys))
     return out
 
 
 def cost_note(costs: Iterable[Cost]) -> str:
     """The sentence that says which cost a table or figure shows."""
-    stores = {(c.store_build_s, c.shared_by) for c in costs if c.shared_by}
+    costs = list(costs)
+    keys = {k for c in costs for k in c.stores}
     text = (f"Cost per run = {COST_LABEL}, wall time in seconds; data preparation is not "
             "counted. Train time = the training epochs alone.")
-    if stores:
-        built = sum(b for b, _ in stores)
-        runs = sum(n for _, n in stores)
-        text += (f" Frozen runs train on stored backbone features: building "
-                 f"{'that store' if len(stores) == 1 else f'those {len(stores)} stores'} took "
-                 f"{built:.1f} s, divided among the {runs} run{'s' if runs != 1 else ''} "
-                 "that used "
-                 f"{'it' if len(stores) == 1 else 'them'}.")
+    if keys:
+        shares = sum(c.features_s for c in costs if c.stores)
+        frozen = sum(1 for c in costs if c.stores)
+        text += (f" Frozen runs train on stored backbone features: building the "
+                 f"{len(keys)} feature store{'s' if len(keys) != 1 else ''} they used took "
+                 f"{_built(costs, keys):.1f} s; each store's cost is divided among the runs "
+                 f"of this report that used it ({shares:.1f} s over these {frozen} frozen "
+                 f"run{'s' if frozen != 1 else ''}).")
     return text
+
+
+def _built(costs: list[Cost], keys: set[str]) -> float:
+    per_key: dict[str, float] = {}
+    for c in costs:
+        for key, build_s in zip(c.stores, c.store_builds):
+            per_key[key] = build_s
+    return sum(per_key[k] for k in keys)
