@@ -53,7 +53,8 @@ def chance_findings(an: StudyAnalysis) -> list[str]:
         figures = [f"test balanced accuracy {_span(runs, 'test/balanced_acc')}"]
         if an.binary:
             figures.append(f"test AUC {_span(runs, 'test/auc')}")
-        names = ", ".join(r.short_name for r in runs[:6]) + (" ..." if len(runs) > 6 else "")
+        shown = sorted(r.short_name for r in runs)
+        names = ", ".join(shown[:6]) + (" ..." if len(shown) > 6 else "")
         where = f" on {cfg.get(FACET)}" if an.dataset is not None else ""
         out.append(
             f"{what}{where} did not learn in {epochs} epochs at "
