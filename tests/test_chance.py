@@ -63,3 +63,31 @@ def test_a_run_that_cannot_learn_is_marked_in_its_summary(toy_lesions, tmp_path)
     assert saved["test/balanced_acc"] <= saved["chance/balanced_acc_limit"] \
         or saved["test/auc"] <= saved["chance/auc_limit"]
     assert saved["chance/reason"].startswith("test ")
+
+
+def test_findings_name_the_chance_level_runs_of_each_setting():
+    from pathlib import Path
+
+    from wbclf.reporting.analysis import analyze
+    from wbclf.reporting.chance import chance_findings
+    from wbclf.reporting.collect import RunRecord, Study
+
+    runs = []
+    for strategy, dead in (("scratch", (0, 1, 2)), ("finetune", (2,)), ("frozen", ())):
+        for seed in (0, 1, 2):
+            summary = {"status": "finished", "val/acc": 0.5 + seed / 100,
+                       "test/balanced_acc": 0.5 if seed in dead else 0.8, "test/auc": 0.7}
+            if seed in dead:
+                summary["status_note"] = CHANCE_LEVEL
+            runs.append(RunRecord(name=f"{strategy}-{seed}", path=None, study="s",
+                                  config={"strategy": strategy, "seed": seed, "lr": 1e-3,
+                                          "epochs": 3}, summary=summary))
+    text = chance_findings(analyze(Study("s", Path("."), runs)))
+    assert len(text) == 2
+    scratch = next(t for t in text if t.startswith("strategy=scratch"))
+    assert scratch.startswith("strategy=scratch did not learn in 3 epochs at lr=1.0e-3: 3 of 3 "
+                              "seeds did not beat the majority-class baseline")
+    assert "scratch-0, scratch-1, scratch-2" in scratch and "They are marked" in scratch
+    finetune = next(t for t in text if t.startswith("strategy=finetune"))
+    assert finetune.startswith("strategy=finetune: 1 of 3 seeds did not learn in 3 epochs")
+    assert "finetune-2)" in finetune and "It is marked" in finetune

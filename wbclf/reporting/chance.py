@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from wbclf.reporting.analysis import FACET, REPLICATE, StudyAnalysis, fmt_value
+from wbclf.reporting.analysis import REPLICATE, StudyAnalysis, fmt_value
 from wbclf.reporting.collect import RunRecord
 
 CHANCE_LEVEL = "chance_level"
@@ -55,13 +55,16 @@ def chance_findings(an: StudyAnalysis) -> list[str]:
             figures.append(f"test AUC {_span(runs, 'test/auc')}")
         shown = sorted(r.short_name for r in runs)
         names = ", ".join(shown[:6]) + (" ..." if len(shown) > 6 else "")
-        where = f" on {cfg.get(FACET)}" if an.dataset is not None else ""
-        out.append(
-            f"{what}{where} did not learn in {epochs} epochs at "
-            f"lr={fmt_value(cfg.get('lr'), log=True)}: {len(runs)} of {len(peers)} "
-            f"{replicas} did not beat the majority-class baseline ({', '.join(figures)}; "
-            f"{names}). They are marked \"{FLAG}\" in the tables and counted in every mean "
-            "and figure of this report.")
+        budget = f"in {epochs} epochs at lr={fmt_value(cfg.get('lr'), log=True)}"
+        if len(runs) == len(peers):
+            head = f"{what} did not learn {budget}: {len(runs)} of {len(peers)} " \
+                f"{replicas} did not beat the majority-class baseline"
+        else:  # some seeds learned: say how many did not
+            head = f"{what}: {len(runs)} of {len(peers)} {replicas} did not learn {budget}, " \
+                "not beating the majority-class baseline"
+        they = "They are" if len(runs) > 1 else "It is"
+        out.append(f"{head} ({', '.join(figures)}; {names}). {they} marked \"{FLAG}\" in the "
+                   "tables and counted in every mean and figure of this report.")
     return out
 
 
