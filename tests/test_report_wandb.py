@@ -146,3 +146,14 @@ def test_parse_continuous_parameters():
     report = W.build_wandb_report("e", "p", "s", params)
     runsets = [rs for b in report.blocks if type(b).__name__ == "PanelGrid" for rs in b.runsets]
     assert all(rs.order[0].ascending for rs in runsets)  # minimize: lowest first
+
+
+def test_strategy_time_panel_shows_the_feature_extraction(no_network):
+    path = next(p for p in SWEEPS if p.stem == "compare_strategies")
+    report = W.build_wandb_report("team", "wbclf", "s1", W.sweep_params_from_file(path))
+    bars = [p for p in _panels(report) if type(p).__name__ == "BarPlot"]
+    timed = [b for b in bars if "wall time" in b.title]
+    assert len(timed) == 1
+    names = [m.name for m in timed[0].metrics]
+    assert names == ["time/train_s", "time/features_s", "time/eval_s"]
+    assert all("train/time_s" not in [m.name for m in b.metrics] for b in bars)

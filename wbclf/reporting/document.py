@@ -15,7 +15,9 @@ from pathlib import Path
 
 from wbclf.reporting import analysis as A
 from wbclf.reporting import figures as F
+from wbclf.reporting.chance import FLAG, at_chance, averaged_note, chance_count, chance_findings
 from wbclf.reporting.collect import RunRecord, Study
+from wbclf.reporting.costs import Cost, cost_note, run_costs
 
 __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_document"]
 
@@ -54,6 +56,7 @@ class Table:
     numeric: list[bool]
     row_ids: list[str] = field(default_factory=list)
     css_class: str = ""
+    row_classes: list[str] = field(default_factory=list)  # a CSS class per row ("" = none)
 
 
 @dataclass
@@ -127,6 +130,8 @@ class _Builder:
         self.dpi = dpi
         self.blocks: list[Block] = []
         self.names: set[str] = set()
+        # every run of the report: frozen runs share their feature store's cost among these
+        self.costs: dict[str, Cost] = run_costs(r for an in analyses for r in an.study.runs)
 
     def add(self, block: Block) -> None:
         self.blocks.append(block)
@@ -151,8 +156,9 @@ class _Builder:
 # --------------------------------------------------------------------------- tables
 
 
-def runs_table(an: A.StudyAnalysis) -> Table:
-    """Finished runs, best first: varied values, the metrics, size and training time."""
+def runs_table(an: A.StudyAnalysis, costs: dict[str, Cost] | None = None) -> Table:
+    """Finished runs, best first: varied values, the metrics, size, training time and (when
+    the runs recorded it) the cost per run; chance-level runs get a note and a row class."""
     metric_cols = [an.metric] if an.metric != "val/acc" else []
     metric_cols += ["val/acc", "test/acc", "test/macro_f1"] + (["test/auc"] if an.binary else [])
     params = [p for p in an.params]
@@ -166,7 +172,37 @@ def runs_table(an: A.StudyAnalysis) -> Table:
                      *values, _fmt(run.value("model/params"), "int"),
                      _fmt(run.value("train/time_s"), "s"), _fmt(run.value("best_epoch"), "int")])
     numeric = [True, False, *[p.numeric for p in params], *[True] * (len(metric_cols) + 3)]
-    return Table(columns, rows, numeric, [r.name for r in an.finished], css_class="runs")
+    table = Table(columns, rows, numeric, [r.name for r in an.finished], css_class="runs")
+    _add_cost_column(table, an.finished, costs or {}, after="train time (s)")
+    _add_chance_column(table, an.finished)
+    return table
+
+
+def _has_split(costs: dict[str, Cost], runs: Sequence[RunRecord]) -> bool:
+    """Whether the runs recorded the split of their time (runs before it have train only)."""
+    return any(r.value("time/eval_s") is not None and r.name in costs for r in runs)
+
+
+def _add_cost_column(table: Table, runs: Sequence[RunRecord], costs: dict[str, Cost], *,
+                     after: str) -> None:
+    if not _has_split(costs, runs):
+        return
+    at = table.columns.index(after) + 1
+    table.columns.insert(at, "cost/run (s)")
+    table.numeric.insert(at, True)
+    for row, run in zip(table.rows, runs):
+        cost = costs.get(run.name)
+        row.insert(at, _fmt(cost.total_s if cost else None, "s"))
+
+
+def _add_chance_column(table: Table, runs: Sequence[RunRecord]) -> None:
+    if not chance_count(runs):
+        return
+    table.columns.append("note")
+    table.numeric.append(False)
+    for row, run in zip(table.rows, runs):
+        row.append(FLAG if at_chance(run) else "")
+    table.row_classes = ["chance" if at_chance(r) else "" for r in runs]
 
 
 def not_plotted_table(an: A.StudyAnalysis) -> Table:
@@ -186,7 +222,8 @@ def not_plotted_table(an: A.StudyAnalysis) -> Table:
     return Table(columns, rows, numeric, [r.name for r in an.not_plotted], css_class="failed")
 
 
-def strategy_table(rows: Sequence[A.StrategyRow]) -> Table:
+def strategy_table(rows: Sequence[A.StrategyRow], costs: dict[str, Cost] | None = None
+                   ) -> Table:
     binary = any("test/auc" in r.stats for r in rows)
     keys = ["test/acc", "test/macro_f1"] + (["test/auc"] if binary else [])
     columns = ["dataset", "strategy", "best configuration", "seeds", *keys, "train time (s)",
@@ -204,7 +241,38 @@ def strategy_table(rows: Sequence[A.StrategyRow]) -> Table:
                     _fmt(trainable.mean if trainable else None, "int")])
     numeric = [False, False, False, True, *[True] * (len(keys) + 2)]
     ids = [f"strategy:{r.dataset}:{r.strategy}" for r in rows]
-    return Table(columns, out, numeric, ids, css_class="strategies")
+    table = Table(columns, out, numeric, ids, css_class="strategies")
+    _strategy_extras(table, rows, costs or {})
+    return table
+
+
+def _strategy_extras(table: Table, rows: Sequence[A.StrategyRow], costs: dict[str, Cost]
+                     ) -> None:
+    """The cost per run (mean ± std over the seeds) and how many seeds sat at chance."""
+    if _has_split(costs, [r for row in rows for r in row.runs]):
+        at = table.columns.index("train time (s)") + 1
+        table.columns.insert(at, "cost/run (s)")
+        table.numeric.insert(at, True)
+        for cells, row in zip(table.rows, rows):
+            totals = [costs[r.name].total_s for r in row.runs if r.name in costs]
+            cells.insert(at, _mean_std(totals))
+    if any(chance_count(row.runs) for row in rows):
+        table.columns.append("at chance")
+        table.numeric.append(True)
+        for cells, row in zip(table.rows, rows):
+            n = chance_count(row.runs)
+            cells.append(f"{n} of {len(row.runs)}" if n else "0")
+        table.row_classes = ["chance" if chance_count(r.runs) else "" for r in rows]
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return _fmt(mean, "s")
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{_fmt(mean, 's')} ± {_fmt(std, 's')}"
 
 
 # --------------------------------------------------------------------------- sections
@@ -238,10 +306,13 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
     b.add(Text(f"Folder {where}; compared on {an.metric} ({an.goal})"
                + (f"; fixed: {fixed}" if fixed else "") + ".", "note"))
     b.add(Heading(3, "Findings", f"{key}-findings"))
-    b.add(Bullets(A.findings(an)))
+    b.add(Bullets(A.findings(an) + chance_findings(an)))
     if an.finished:
         b.add(Heading(3, "Runs, best first", f"{key}-runs"))
-        b.add(runs_table(an))
+        b.add(runs_table(an, b.costs))
+        if _has_split(b.costs, an.finished):
+            b.add(Text(cost_note(b.costs[r.name] for r in an.finished if r.name in b.costs),
+                       "note"))
     if an.not_plotted:
         b.add(Heading(3, "Failed and pruned trials (not plotted)", f"{key}-failed"))
         b.add(not_plotted_table(an))
@@ -259,7 +330,8 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
                 note = _averaged_note(an, [x.name] + ([line.name] if line else [])) \
                     or f"{an.metric} against {x.name}."
             b.figure(F.metric_vs_param_figure(an, x, line, facets, an.metric),
-                     f"{key}-{slug(an.metric)}-vs-{x.name}.png", note)
+                     f"{key}-{slug(an.metric)}-vs-{x.name}.png",
+                     note + averaged_note(an.finished))
         b.add(Heading(3, "Learning curves", f"{key}-curves"))
         for color in an.factors[:MAX_CURVE_FIGURES]:
             style = next((p for p in an.factors if p.name != color.name and not p.continuous
@@ -324,9 +396,16 @@ def _strategy_section(b: _Builder) -> None:
     b.add(Heading(2, "Scratch vs frozen vs fine-tune", "strategies"))
     b.add(Text("For each dataset and strategy, the configuration with the best mean val/acc "
                "over all studies; figures are on test, mean ± std over its seeds.", "note"))
-    b.add(strategy_table(rows))
-    b.figure(F.strategy_figure(rows), "strategies.png",
-             "Test accuracy, macro-F1 (and AUC), training time per strategy and dataset.")
+    b.add(strategy_table(rows, b.costs))
+    chosen = [r for row in rows for r in row.runs]
+    split = _has_split(b.costs, chosen)
+    if split:
+        b.add(Text(cost_note(b.costs[r.name] for r in chosen if r.name in b.costs), "note"))
+    b.figure(F.strategy_figure(rows, b.costs if split else None), "strategies.png",
+             "Test accuracy, macro-F1 (and AUC), and "
+             + ("the cost per run (training, evaluation, amortized feature extraction)"
+                if split else "training time") + " per strategy and dataset."
+             + averaged_note(chosen))
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
         best = [A.rank_runs(r.runs, "val/acc")[0] for r in mine]

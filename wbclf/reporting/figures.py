@@ -28,7 +28,9 @@ from wbclf.reporting.analysis import (
     per_class_f1,
     sizes_differ,
 )
+from wbclf.reporting.chance import chance_count
 from wbclf.reporting.collect import RunRecord
+from wbclf.reporting.costs import PARTS, Cost
 
 __all__ = [
     "heatmap_figure",
@@ -324,12 +326,22 @@ def _spread(rows: Sequence[StrategyRow], key: str) -> float:
     return max(values) / min(values) if values else 1.0
 
 
-def strategy_figure(rows: Sequence[StrategyRow]) -> Figure:
-    """Test accuracy, macro-F1, AUC (two-class datasets) and training time per strategy."""
+COST = "cost"  # the time panel when runs recorded where their time went
+PART_SHADES = {"train_s": 1.0, "eval_s": 0.55, "features_s": 0.3}  # opacity of each part
+
+
+def strategy_figure(rows: Sequence[StrategyRow], costs: dict[str, Cost] | None = None
+                    ) -> Figure:
+    """Test accuracy, macro-F1, AUC (two-class datasets) and the time per strategy.
+
+    With ``costs`` the time panel stacks the cost per run (training, evaluation, amortized
+    feature extraction) and says so; without, it shows the training epochs alone. Bars that
+    average chance-level runs are hatched and labelled.
+    """
     keys = ["test/acc", "test/macro_f1"]
     if any("test/auc" in r.stats for r in rows):
         keys.append("test/auc")
-    keys.append("train/time_s")
+    keys.append(COST if costs else "train/time_s")
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     strategies = list(dict.fromkeys(r.strategy for r in rows))
     colors = {s: STRATEGY_COLORS.get(s, colormaps["tab10"](i % 10))
@@ -343,19 +355,36 @@ def strategy_figure(rows: Sequence[StrategyRow]) -> Figure:
             for d, dataset in enumerate(datasets):
                 row = next((r for r in rows if r.dataset == dataset and r.strategy == strategy),
                            None)
+                pos = d + (k - (len(strategies) - 1) / 2) * width
+                if key == COST:
+                    if row is not None:
+                        _cost_bar(ax, pos, width, row, costs, colors[strategy])
+                    continue
                 s = row.stats.get(key) if row else None
                 if s is None:
                     continue
-                pos = d + (k - (len(strategies) - 1) / 2) * width
                 ax.bar(pos, s.mean, width=width * 0.92, color=colors[strategy],
                        yerr=s.std if s.n > 1 else None, capsize=3,
                        label=strategy if d == 0 else None)
                 text = f"{s.mean:.3f}" if is_fraction_metric(key) else f"{s.mean:.3g}"
-                ax.annotate(text, (pos, s.mean), ha="center", va="bottom", fontsize=7,
+                chance = chance_count(row.runs) if is_fraction_metric(key) else 0
+                if chance:  # never averaged in silently
+                    ax.bar(pos, s.mean, width=width * 0.92, fill=False, hatch="///",
+                           edgecolor="#7d4e00", linewidth=0)
+                    text += f"\n{chance}/{len(row.runs)} at chance"
+                top = s.mean + (s.std if s.n > 1 else 0.0)  # above the error bar
+                ax.annotate(text, (pos, top), ha="center", va="bottom", fontsize=7,
                             xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(range(len(datasets)), datasets)
         log = key == "train/time_s" and _spread(rows, key) > 50
-        ax.set_title(key + (" (log scale)" if log else ""), fontsize=10)
+        title = "cost per run: train + eval + features (amortized)" if key == COST \
+            else key + (" (log scale)" if log else "")
+        ax.set_title(title, fontsize=10 if key != COST else 9)
+        if key == COST:
+            ax.set_ylabel("seconds (wall time)")
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.45)  # headroom for the legend
+            ax.legend(handles=[_part_patch(name, label) for name, label in PARTS],
+                      fontsize=7, frameon=False, loc="upper left")
         if key == "train/time_s":
             ax.set_ylabel("seconds")
             if log:
@@ -369,6 +398,28 @@ def strategy_figure(rows: Sequence[StrategyRow]) -> Figure:
     fig.suptitle("Scratch vs frozen vs fine-tune: the best configuration of each "
                  "(mean ± std over seeds)", fontsize=11)
     return fig
+
+
+def _cost_bar(ax: Any, pos: float, width: float, row: StrategyRow, costs: dict[str, Cost],
+              color: Any) -> None:
+    """One stacked bar: the mean of each cost part over the row's runs, total on top."""
+    mine = [costs[r.name] for r in row.runs if r.name in costs]
+    if not mine:
+        return
+    bottom = 0.0
+    for name, _ in PARTS:
+        part = float(np.mean([getattr(c, name) for c in mine]))
+        ax.bar(pos, part, bottom=bottom, width=width * 0.92, color=color,
+               alpha=PART_SHADES[name], edgecolor=color, linewidth=0.6)
+        bottom += part
+    ax.annotate(f"{bottom:.3g}", (pos, bottom), ha="center", va="bottom", fontsize=7,
+                xytext=(0, 2), textcoords="offset points")
+
+
+def _part_patch(name: str, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor="#57606a", alpha=PART_SHADES[name], edgecolor="#57606a", label=label)
 
 
 def per_class_f1_figure(runs: dict[str, RunRecord], title: str,

@@ -32,6 +32,7 @@ th { background: #f6f8fa; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.runs tbody tr:first-child td { background: #dafbe1; font-weight: 600; }
 table.failed td { color: #57606a; }
+tr.chance td, table.runs tbody tr.chance:first-child td { background: #fff8c5; color: #7d4e00; }
 table.failed td.why { white-space: normal; min-width: 260px; }
 tbody tr:nth-child(even) td { background: #f6f8fa; }
 figure { display: inline-table; vertical-align: top; margin: 8px 14px 18px 0; }
@@ -46,7 +47,8 @@ def _table(table: Table) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in table.columns)
     rows = []
     ids = table.row_ids or [""] * len(table.rows)
-    for row, run_id in zip(table.rows, ids):
+    kinds = table.row_classes or [""] * len(table.rows)
+    for row, run_id, kind in zip(table.rows, ids, kinds):
         cells = []
         for k, cell in enumerate(row):
             classes = ["num"] if table.numeric[k] else []
@@ -55,6 +57,7 @@ def _table(table: Table) -> str:
             attr = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{attr}>{escape(cell)}</td>")
         data = f' data-run="{escape(run_id)}"' if run_id else ""
+        data += f' class="{escape(kind)}"' if kind else ""
         rows.append(f"<tr{data}>{''.join(cells)}</tr>")
     css = f' class="{table.css_class}"' if table.css_class else ""
     return (f"<table{css}><thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows)

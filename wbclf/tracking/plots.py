@@ -30,6 +30,10 @@ __all__ = [
 
 CORRECT_COLOR = "#1a7f37"
 MISTAKE_COLOR = "#d1242f"
+# Sample grids are read at a page's width (the HTML report's column is ~1120 px) more often
+# than at full size; captions are sized so that they are CAPTION_PX tall there.
+READ_WIDTH_PX = 1100
+CAPTION_PX = 12.5
 
 
 def display_name(name: str, max_len: int = 40) -> str:
@@ -155,17 +159,26 @@ def _resize(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
+def caption_points(fig_width_in: float, read_width_px: float = READ_WIDTH_PX,
+                   caption_px: float = CAPTION_PX) -> float:
+    """The font size (pt) that is ``caption_px`` tall when the figure is shown
+    ``read_width_px`` wide, whatever the dpi it is saved at."""
+    return caption_px * fig_width_in * 72.0 / read_width_px
+
+
 def samples_grid(
-    samples: SamplePredictions, cols: int = 8, *, title: str | None = None
+    samples: SamplePredictions, cols: int | None = None, *, title: str | None = None
 ) -> Figure:
     """A grid of images with their true class, prediction and confidence.
 
     Correct predictions have a green caption; mistakes a red caption and a red frame. When
-    ``samples.cams`` is set, each image is shown with its Grad-CAM overlay beside it.
+    ``samples.cams`` is set, each image is shown with its Grad-CAM overlay beside it. Captions
+    stay readable when the grid is shown at a page's width (``READ_WIDTH_PX``): few enough
+    columns (4 with Grad-CAM, 6 without) and a font sized for that width.
 
     Args:
         samples: The images and what the model said about them.
-        cols: Images per row at most.
+        cols: Images per row at most (default 4 with Grad-CAM, 6 without).
         title: Figure title.
     """
     n = len(samples.images)
@@ -174,14 +187,23 @@ def samples_grid(
         fig = Figure(figsize=(4, 1.5))
         fig.text(0.5, 0.5, f"{title or 'samples'}: none", ha="center", va="center")
         return fig
-    cols = max(1, min(cols, n))
+    cols = max(1, min(cols or (4 if with_cam else 6), n))
     rows = -(-n // cols)
     cell_w = 3.3 if with_cam else 1.9
-    fig = Figure(figsize=(cols * cell_w, rows * 2.6 + (0.5 if title else 0.1)),
-                 layout="constrained")
+    # The font follows the width the grid would have with a full row, so that a grid of a
+    # few images is not drawn with huge captions.
+    font = caption_points(max(cols, 4 if with_cam else 6) * cell_w)
+    width = max(12, int(cell_w * 72 / (0.56 * font)))  # characters a caption line holds
+    names = samples.class_names
+    captions = [_sample_caption(names[int(samples.labels[k])], names[int(samples.preds[k])],
+                                float(samples.confidences[k]), width) for k in range(n)]
+    lines = max(c.count("\n") + 1 for c in captions)
+    caption_in = lines * font * 1.3 / 72
+    image_in = cell_w / (2.05 if with_cam else 1.0)
+    fig = Figure(figsize=(cols * cell_w, rows * (image_in + caption_in + 0.1)
+                          + (0.6 if title else 0.1)), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     correct = samples.correct
-    names = samples.class_names
     for k, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -196,20 +218,22 @@ def samples_grid(
         ax.imshow(_rgb(picture), interpolation="antialiased")
         ok = bool(correct[k])
         color = CORRECT_COLOR if ok else MISTAKE_COLOR
-        width = 44 if with_cam else 26
-        true_text = _caption(f"true: {names[int(samples.labels[k])]}", width)
-        # Confidence before the name: a long name is cut, never the number.
-        pred_text = _caption(f"pred {samples.confidences[k]:.2f}: {names[int(samples.preds[k])]}",
-                             width)
-        ax.set_title(f"{true_text}\n{pred_text}", fontsize=6.5, color=color, loc="left")
+        ax.set_title(captions[k], fontsize=font, color=color, loc="left")
         for spine in ax.spines.values():
             spine.set_visible(not ok)
         if not ok:
             ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
                                    edgecolor=MISTAKE_COLOR, linewidth=4, clip_on=False))
     if title:
-        fig.suptitle(f"{title}  ({int(correct.sum())}/{n} correct)", fontsize=10)
+        fig.suptitle(f"{title}  ({int(correct.sum())}/{n} correct)", fontsize=font * 1.2)
     return fig
+
+
+def _sample_caption(true: str, pred: str, confidence: float, width: int) -> str:
+    """``true: X`` over ``pred 0.87: Y``, each on two lines at most of ``width`` characters."""
+    # Confidence before the name: a long name is cut, never the number.
+    pred_text = _caption(f"pred {confidence:.2f}: {pred}", width)
+    return f"{_caption(f'true: {true}', width)}\n{pred_text}"
 
 
 def _caption(text: str, width: int) -> str:

@@ -26,6 +26,7 @@ from wbclf.data.datasets import DataBundle, prepare_data
 from wbclf.data.splits import save_splits
 from wbclf.data.transforms import DeviceNormalizer
 from wbclf.device import Hardware, resolve_hardware
+from wbclf.training.chance import chance_verdict
 from wbclf.training.engine import FitState, fit, progress_enabled
 from wbclf.errors import DivergedError, RunError, fault_point
 from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
@@ -93,9 +94,12 @@ class Run:
         self.logger = logger
         self.epoch_callback = epoch_callback
         self.progress = progress_enabled()
+        self.started = time.perf_counter()
+        self.eval_s = 0.0  # wall time in evaluate_split, this process
         self.hw: Hardware = resolve_hardware(cfg.device, cfg.precision)
         seed_everything(cfg.seed)
         self.data: DataBundle = prepare_data(cfg, progress=self.progress)
+        self.data_s = time.perf_counter() - self.started
         self.plan: TrainingPlan = build_plan(cfg, self.data, self.hw, progress=self.progress)
         self.model = self.plan.model
         mean, std = self.plan.data_config["mean"], self.plan.data_config["std"]
@@ -169,8 +173,10 @@ class Run:
 
     def evaluate_split(self, split: str, threshold: float | None = None, *,
                        epoch: int | None = None) -> Evaluation:
+        start = time.perf_counter()
         loss, labels, probs = self.plan.evaluate(split, criterion=self.criterion,
                                                  normalizer=self.normalizer)
+        self.eval_s += time.perf_counter() - start
         if not (np.isfinite(loss) and np.isfinite(probs).all()):
             # finite training loss, yet weights so large that the logits overflow
             lr = current_lrs(self.optimizer).get("lr", float("nan"))
@@ -184,9 +190,12 @@ class Run:
                           class_names=self.data.classes, threshold=threshold, paths=paths)
 
     def validate(self, epoch: int) -> dict[str, float]:
+        before = self.eval_s
         ev = self.evaluate_split("val", epoch=epoch)
         self._last_val = ev
-        return M.prefixed(_overall(ev.metrics), "val/")
+        figures = M.prefixed(_overall(ev.metrics), "val/")
+        figures["val/time_s"] = self.eval_s - before  # kept in the history: resumes add up
+        return figures
 
     def samples(self, ev: Evaluation, rows: np.ndarray) -> SamplePredictions:
         dataset = self.data.dataset(ev.split)
@@ -226,6 +235,7 @@ class Run:
         best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.hw.device)
         self.plan.load_model_state(best["model"])
         binary = len(self.data.classes) == 2
+        final_eval_start = self.eval_s
         val = self.evaluate_split("val")
         summary: dict[str, Any] = M.prefixed(_overall(val.metrics), "val/")
         summary["val/acc"] = self.state.best_acc  # the best epoch's figure (= the sweep metric)
@@ -237,7 +247,9 @@ class Run:
             for key in ("sensitivity", "specificity", "threshold"):
                 summary[f"val/{key}"] = val.metrics[key]
         test = self.evaluate_split("test", threshold)
+        final_eval_s = self.eval_s - final_eval_start
         summary.update(M.prefixed(test.metrics, "test/"))
+        summary.update(self._chance(test))
         self.logger.log_evaluation(val)
         self.logger.log_evaluation(test)
         if self.cfg.log_samples:
@@ -266,7 +278,31 @@ class Run:
             "device": str(self.hw.device),
         })
         summary.update(self.plan.extra_summary())
+        summary.update(self._times(final_eval_s))
         return summary
+
+    def _chance(self, test: Evaluation) -> dict[str, Any]:
+        """The chance-level verdict on test (see :mod:`wbclf.training.chance`)."""
+        supports = np.bincount(test.labels, minlength=len(self.data.classes)).tolist()
+        verdict = chance_verdict(test.metrics["balanced_acc"], supports,
+                                 test.metrics.get("auc"))
+        if verdict.at_chance:
+            print(f"note: this run did not beat the majority-class baseline ({verdict.reason}); "
+                  "summary.json marks it status_note=chance_level", flush=True)
+        return verdict.summary_keys()
+
+    def _times(self, final_eval_s: float) -> dict[str, float]:
+        """Where the run's wall time went: data, feature extraction, training, evaluation.
+
+        Training and per-epoch validation add up over resumed segments (they live in the
+        checkpoint); data preparation, feature extraction and the total are this process's.
+        """
+        val_s = sum(float(h.get("val/time_s", 0.0)) for h in self.state.history)
+        return {"time/data_s": self.data_s,
+                "time/features_s": float(self.plan.features_s),
+                "time/train_s": self.state.train_time_s,
+                "time/eval_s": val_s + final_eval_s,
+                "time/total_s": time.perf_counter() - self.started}
 
 
 def _overall(metrics: dict[str, float]) -> dict[str, float]:

@@ -25,6 +25,10 @@ from wbclf.training.optim import param_groups
 class TrainingPlan:
     """Model + data path for one strategy; the run loop calls only these methods."""
 
+    # Wall time this run spent on a one-off pass that precedes training (frozen: building or
+    # loading the backbone features); 0 for plans that train on pixels.
+    features_s: float = 0.0
+
     def __init__(self, cfg: RunConfig, data: DataBundle, hw: Hardware, model: nn.Module,
                  data_config: dict[str, Any], weight_source: dict[str, str],
                  *, progress: bool = False) -> None:

@@ -241,7 +241,15 @@ class FeaturePlan(TrainingPlan):
         start = time.perf_counter()
         base, views = self._build_stores(inner)
         self.build_s = time.perf_counter() - start
+        self.features_s = self.build_s
         self.reused = not base.built and (views is None or not views.built)
+        # What each backbone pass cost when its store was built (now or by an earlier run),
+        # and which store it is: a report divides a store's cost among the runs sharing it.
+        # The un-augmented store is shared by every run on the same images; the augmented
+        # views also depend on the train split, hence on the seed.
+        self.store_costs = {"store": (base.data_path.stem, base.build_s)}
+        if views is not None:
+            self.store_costs["views_store"] = (views.data_path.stem, views.build_s)
         self._load(base, views)
         what = "reused" if self.reused else \
             f"computed ({self.encoder.images} backbone passes, {self.build_s:.1f}s)"
@@ -370,5 +378,9 @@ class FeaturePlan(TrainingPlan):
                         hw=self.hw)
 
     def extra_summary(self) -> dict[str, Any]:
-        return {"features/reused": self.reused, "features/backbone_images": self.backbone_images,
-                "features/build_s": self.build_s, "features/views": self.views}
+        out = {"features/reused": self.reused, "features/backbone_images": self.backbone_images,
+               "features/build_s": self.build_s, "features/views": self.views}
+        for name, (key, build_s) in self.store_costs.items():
+            out[f"features/{name}"] = key
+            out[f"features/{name}_build_s"] = build_s
+        return out
