@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from wbclf.atomic import write_text_atomic
 from wbclf.metrics import confusion_matrix, json_safe, per_class_rows
+from wbclf.tracking.predictions import write_predictions
 from wbclf.tracking.records import FINISH_STATUSES, Evaluation, SamplePredictions, check_status
 
 if TYPE_CHECKING:
@@ -243,6 +244,8 @@ class LocalRunLogger:
       resume from ``start_epoch=k`` the rows with ``epoch >= k`` are dropped (they belong to
       epochs that will run again), so every epoch appears exactly once.
     * ``per_class.csv``: ``split,class,key,precision,recall,f1,support`` for each evaluation.
+    * ``predictions_val.npz``, ``predictions_test.npz``: per-image predictions
+      (``wbclf.tracking.predictions``).
     * ``confusion_matrix.png`` (test) and ``confusion_matrix_val.png``.
     * ``roc.png``: ROC and PR curves on test, binary tasks only.
     * ``samples.png``: the ``best_samples`` grid (Grad-CAM beside each image when given);
@@ -307,6 +310,7 @@ class LocalRunLogger:
         from wbclf.tracking.plots import confusion_matrix_figure, roc_figure, save_figure_atomic
 
         ev = evaluation
+        write_predictions(self._dir(), ev)  # per-image predictions: the report's raw material
         self._per_class[ev.split] = per_class_rows(ev.labels, ev.probs, ev.class_names,
                                                    threshold=ev.threshold)
         self._write_per_class()

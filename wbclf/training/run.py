@@ -26,6 +26,7 @@ from wbclf.data.datasets import DataBundle, prepare_data
 from wbclf.data.splits import save_splits
 from wbclf.data.transforms import DeviceNormalizer
 from wbclf.device import Hardware, resolve_hardware
+from wbclf.training.calibration import apply_temperature, fit_temperature
 from wbclf.training.engine import FitState, fit, progress_enabled
 from wbclf.errors import DivergedError, RunError
 from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
@@ -111,6 +112,7 @@ class Run:
         self.scaler = torch.amp.GradScaler("cuda") \
             if self.hw.autocast_dtype == torch.float16 else None
         self.state = FitState()
+        self.temperature: float | None = None  # set by final_summary when calibrate=true
         val_labels = self.data.labels("val")
         self.sample_rows = pick_sample_indices(val_labels, cfg.log_samples, cfg.seed)
 
@@ -176,6 +178,8 @@ class Run:
             where = f"epoch {epoch}, step {self.plan.steps_per_epoch}" if epoch else "the end"
             raise DivergedError(f"diverged at {where} (lr={lr:.3g}): {split} outputs are "
                                 "NaN/inf; lower lr or enable batch_norm")
+        if self.temperature is not None:
+            probs = apply_temperature(probs, self.temperature)
         metrics = M.compute_metrics(labels, probs, self.data.classes, threshold=threshold)
         metrics["loss"] = loss
         paths = [s.path for s in self.data.splits[split]]
@@ -220,6 +224,16 @@ class Run:
 
     # ----------------------------------------------------------------- the end
 
+    def _calibrate(self, val: Evaluation, summary: dict[str, Any]) -> Evaluation:
+        """Fit the temperature on val; later evaluations use it. Records ECE before/after."""
+        test = self.evaluate_split("test")
+        summary["val/ece_uncalibrated"] = M.expected_calibration_error(val.labels, val.probs)
+        summary["test/ece_uncalibrated"] = M.expected_calibration_error(test.labels,
+                                                                        test.probs)
+        self.temperature = fit_temperature(val.labels, val.probs)
+        summary["calibration/temperature"] = self.temperature
+        return self.evaluate_split("val")
+
     def final_summary(self) -> dict[str, Any]:
         best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.hw.device)
         self.plan.load_model_state(best["model"])
@@ -227,6 +241,8 @@ class Run:
         val = self.evaluate_split("val")
         summary: dict[str, Any] = M.prefixed(_overall(val.metrics), "val/")
         summary["val/acc"] = self.state.best_acc  # the best epoch's figure (= the sweep metric)
+        if self.cfg.calibrate:
+            val = self._calibrate(val, summary)
         threshold = None
         if binary:
             # The decision threshold is chosen on val (Youden's J), then applied to test.
@@ -236,6 +252,8 @@ class Run:
                 summary[f"val/{key}"] = val.metrics[key]
         test = self.evaluate_split("test", threshold)
         summary.update(M.prefixed(test.metrics, "test/"))
+        for ev in (val, test):
+            summary.update(M.prefixed(_intervals(ev, self.cfg.seed), f"{ev.split}/"))
         self.logger.log_evaluation(val)
         self.logger.log_evaluation(test)
         if self.cfg.log_samples:
@@ -265,6 +283,13 @@ class Run:
         })
         summary.update(self.plan.extra_summary())
         return summary
+
+
+def _intervals(ev: Evaluation, seed: int) -> dict[str, float]:
+    """95% intervals and ECE of one evaluation (``acc_ci_low``, ..., ``ece``)."""
+    figures = M.interval_figures(ev.labels, ev.probs, threshold=ev.threshold, seed=seed)
+    figures.pop("n")  # the split sizes are already data/val_images, data/test_images
+    return figures
 
 
 def _overall(metrics: dict[str, float]) -> dict[str, float]:
