@@ -15,7 +15,9 @@ from pathlib import Path
 
 from wbclf.reporting import analysis as A
 from wbclf.reporting import figures as F
+from wbclf.reporting.claims import Claim, adjustment_note, study_claims
 from wbclf.reporting.collect import RunRecord, Study
+from wbclf.reporting.intervals import interval_text
 
 __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_document"]
 
@@ -73,6 +75,7 @@ class Document:
     title: str
     blocks: list[Block]
     best_line: str = ""  # the best run of the report in one line (printed by the CLI)
+    claims: list[Claim] = field(default_factory=list)  # the tested findings (findings.json)
 
     @property
     def images(self) -> list[Image]:
@@ -127,6 +130,7 @@ class _Builder:
         self.dpi = dpi
         self.blocks: list[Block] = []
         self.names: set[str] = set()
+        self.claims: list[Claim] = []
 
     def add(self, block: Block) -> None:
         self.blocks.append(block)
@@ -166,6 +170,12 @@ def runs_table(an: A.StudyAnalysis) -> Table:
                      *values, _fmt(run.value("model/params"), "int"),
                      _fmt(run.value("train/time_s"), "s"), _fmt(run.value("best_epoch"), "int")])
     numeric = [True, False, *[p.numeric for p in params], *[True] * (len(metric_cols) + 3)]
+    # 95% intervals in columns of their own, so every figure cell stays a plain number
+    shown = ["test/acc"] + (["test/auc"] if an.binary else [])
+    columns += [f"{k} 95% CI" for k in shown] + ["test/ece"]
+    for run, row in zip(an.finished, rows):
+        row += [interval_text(run, k) for k in shown] + [_fmt(run.value("test/ece"), "frac")]
+    numeric += [True] * (len(shown) + 1)
     return Table(columns, rows, numeric, [r.name for r in an.finished], css_class="runs")
 
 
@@ -239,6 +249,12 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
                + (f"; fixed: {fixed}" if fixed else "") + ".", "note"))
     b.add(Heading(3, "Findings", f"{key}-findings"))
     b.add(Bullets(A.findings(an)))
+    claims = study_claims(an)
+    b.claims += claims
+    if claims:
+        b.add(Heading(3, "Tested differences", f"{key}-tests"))
+        b.add(Bullets([c.text[:1].upper() + c.text[1:] + "." for c in claims]))
+        b.add(Text(adjustment_note(claims) + " How to read these: docs/REPORTS.md.", "note"))
     if an.finished:
         b.add(Heading(3, "Runs, best first", f"{key}-runs"))
         b.add(runs_table(an))
@@ -311,7 +327,8 @@ def _best_run_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
     b.add(Heading(3, f"Best run: {best.short_name}", f"{key}-best"))
     b.add(Text(f"{best.name} ({an.label(best)}): {an.metric} "
                f"{_fmt(best.value(an.metric), 'frac')}, test/acc "
-               f"{_fmt(best.value('test/acc'), 'frac')}, best epoch "
+               f"{_fmt(best.value('test/acc'), 'frac')} (95% CI "
+               f"{interval_text(best, 'test/acc')}), best epoch "
                f"{_fmt(best.value('best_epoch'), 'int')}.", "note"))
     for path, name, what in files:
         b.file_image(path, f"{key}-best-{name}", f"{best.short_name}: {what}.")
@@ -377,4 +394,5 @@ def build_document(root: Path, studies: Sequence[Study], *, title: str | None = 
     sections = [blk for blk in b.blocks if isinstance(blk, Heading) and blk.level == 2]
     b.blocks.insert(1, Bullets([h.text for h in sections], [h.anchor for h in sections]))
     name = studies[0].name if len(studies) == 1 else root.name
-    return Document(title or f"wbclf report: {name}", b.blocks, _overall_best(analyses))
+    return Document(title or f"wbclf report: {name}", b.blocks, _overall_best(analyses),
+                    b.claims)

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wbclf.errors import UserError, fail
 
@@ -130,8 +131,22 @@ def write_local_report(runs_dir: str | Path, output: str | Path | None = None, *
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
     write_text_atomic(md_path, render_markdown(doc, assets.name))
+    write_text_atomic(findings_path(html_path), findings_json(doc.claims))
     write_text_atomic(html_path, render_html(doc))
     return LocalReport(html_path, md_path, assets, len(keep), doc.best_line)
+
+
+def findings_path(html_path: Path) -> Path:
+    """``findings.json`` beside ``report.html``; ``NAME.findings.json`` beside ``NAME.html``."""
+    name = "findings.json" if html_path.stem == "report" else f"{html_path.stem}.findings.json"
+    return html_path.with_name(name)
+
+
+def findings_json(claims: Sequence[Any]) -> str:
+    """The tested findings, one object per claim (the report's machine-readable twin)."""
+    import json
+
+    return json.dumps([c.to_json() for c in claims], indent=2, allow_nan=False) + "\n"
 
 
 # --------------------------------------------------------------------------- W&B report
