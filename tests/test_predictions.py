@@ -51,6 +51,9 @@ def test_run_writes_predictions_intervals_and_calibration(toy_lesions, tmp_path)
     assert summary["val/ece"] <= summary["val/ece_uncalibrated"] + 1e-9  # fitted there
     assert summary["test/ece"] == pytest.approx(M.expected_calibration_error(test.labels,
                                                                             test.probs))
+    assert "val/sensitivity_ci_low" not in summary  # val's figures are at the argmax
+    assert summary["val/acc_ci_low"] <= summary["val/acc"] <= summary["val/acc_ci_high"]
+    assert (run_dir / "reliability.png").is_file()
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["test/acc_ci_high"] == pytest.approx(summary["test/acc_ci_high"])
     # the same predictions reached W&B as a table, one row per test image

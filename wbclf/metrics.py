@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 __all__ = [
+    "CALIBRATION_BINS",
     "auc_of",
     "bootstrap_interval",
     "choose_threshold",

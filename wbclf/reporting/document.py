@@ -24,6 +24,7 @@ __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_do
 MAX_CURVE_FIGURES = 4
 MAX_IMAGE_WIDTH = 1600  # px; a run's sample grid with Grad-CAM is ~2900 px wide
 BEST_RUN_FILES = (("confusion_matrix.png", "confusion matrix on test"),
+                  ("reliability.png", "reliability diagram (calibration) on val and test"),
                   ("roc.png", "ROC and precision-recall on test"),
                   ("samples.png", "sample predictions on val (best epoch)"))
 
@@ -171,7 +172,7 @@ def runs_table(an: A.StudyAnalysis) -> Table:
                      _fmt(run.value("train/time_s"), "s"), _fmt(run.value("best_epoch"), "int")])
     numeric = [True, False, *[p.numeric for p in params], *[True] * (len(metric_cols) + 3)]
     # 95% intervals in columns of their own, so every figure cell stays a plain number
-    shown = ["test/acc"] + (["test/auc"] if an.binary else [])
+    shown = ["val/acc", "test/acc"] + (["test/auc"] if an.binary else [])
     columns += [f"{k} 95% CI" for k in shown] + ["test/ece"]
     for run, row in zip(an.finished, rows):
         row += [interval_text(run, k) for k in shown] + [_fmt(run.value("test/ece"), "frac")]

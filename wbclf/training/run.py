@@ -243,6 +243,8 @@ class Run:
         summary["val/acc"] = self.state.best_acc  # the best epoch's figure (= the sweep metric)
         if self.cfg.calibrate:
             val = self._calibrate(val, summary)
+        # val intervals on the argmax evaluation, the one val/acc (the sweep metric) comes from
+        summary.update(M.prefixed(_intervals(val, self.cfg.seed, decision=False), "val/"))
         threshold = None
         if binary:
             # The decision threshold is chosen on val (Youden's J), then applied to test.
@@ -252,8 +254,7 @@ class Run:
                 summary[f"val/{key}"] = val.metrics[key]
         test = self.evaluate_split("test", threshold)
         summary.update(M.prefixed(test.metrics, "test/"))
-        for ev in (val, test):
-            summary.update(M.prefixed(_intervals(ev, self.cfg.seed), f"{ev.split}/"))
+        summary.update(M.prefixed(_intervals(test, self.cfg.seed), "test/"))
         self.logger.log_evaluation(val)
         self.logger.log_evaluation(test)
         if self.cfg.log_samples:
@@ -285,10 +286,16 @@ class Run:
         return summary
 
 
-def _intervals(ev: Evaluation, seed: int) -> dict[str, float]:
-    """95% intervals and ECE of one evaluation (``acc_ci_low``, ..., ``ece``)."""
+def _intervals(ev: Evaluation, seed: int, decision: bool = True) -> dict[str, float]:
+    """95% intervals and ECE of one evaluation (``acc_ci_low``, ..., ``ece``).
+
+    ``decision=False`` leaves out sensitivity/specificity, whose summary figures are taken at
+    the threshold, not at the argmax this evaluation used.
+    """
     figures = M.interval_figures(ev.labels, ev.probs, threshold=ev.threshold, seed=seed)
     figures.pop("n")  # the split sizes are already data/val_images, data/test_images
+    if not decision:
+        figures = {k: v for k, v in figures.items() if not k.startswith(("sens", "spec"))}
     return figures
 
 
