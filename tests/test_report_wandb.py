@@ -152,7 +152,7 @@ def test_parse_continuous_parameters():
 def test_dry_run_carries_the_tested_findings(tmp_path, capsys, no_network):
     claims = [{"text": "no significant difference between lr=1.0e-3 and lr=3.0e-3 on test "
                        "accuracy (+1.2 points, 95% CI -3.0 to +5.4 points, p = 0.61, "
-                       "adjusted 0.61; McNemar's exact test on 150 test images)"}]
+                       "adjusted 0.61; McNemar's exact test on 150 test images)."}]
     path = tmp_path / "findings.json"
     path.write_text(json.dumps(claims))
     code = report_main(["--wandb", "someone/wbclf", "--sweep", "abc", "--sweep-file",
@@ -161,7 +161,7 @@ def test_dry_run_carries_the_tested_findings(tmp_path, capsys, no_network):
     out = capsys.readouterr().out
     assert code == 0
     assert "H1 Tested differences" in out
-    assert "P  No significant difference between lr=1.0e-3 and lr=3.0e-3" in out
+    assert f"P  {claims[0]['text']}" in out
     path.write_text('{"not": "a list"}')
     code = report_main(["--wandb", "someone/wbclf", "--sweep", "abc", "--sweep-file",
                         str(REPO / "sweeps" / "scratch_bn.yaml"), "--findings", str(path),

@@ -273,7 +273,7 @@ def study_claims(an: A.StudyAnalysis) -> list[Claim]:
     for claim in claims:
         if claim.test != UNAVAILABLE and claim.p_adjusted is None:
             claim.test = UNAVAILABLE  # e.g. an AUC undefined on this test set
-        claim.text = claim_text(claim)
+        claim.text = claim_text(claim) + "."
     return claims
 
 

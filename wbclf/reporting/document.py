@@ -254,7 +254,7 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
     b.claims += claims
     if claims:
         b.add(Heading(3, "Tested differences", f"{key}-tests"))
-        b.add(Bullets([c.text[:1].upper() + c.text[1:] + "." for c in claims]))
+        b.add(Bullets([c.text for c in claims]))  # word for word as in findings.json
         b.add(Text(adjustment_note(claims) + " How to read these: docs/REPORTS.md.", "note"))
     if an.finished:
         b.add(Heading(3, "Runs, best first", f"{key}-runs"))

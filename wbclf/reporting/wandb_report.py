@@ -172,7 +172,7 @@ def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams
         ]))
     if findings:
         blocks.append(wr.H1("Tested differences"))
-        blocks += [wr.P(text[:1].upper() + text[1:] + ".") for text in findings]
+        blocks += [wr.P(text) for text in findings]
     blocks.append(wr.H1(f"{metric} by parameter"))
     for param in sp.swept:
         blocks += [wr.H2(f"{metric} by {param}"), wr.PanelGrid(
