@@ -400,8 +400,10 @@ def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
                 ", ".join(f"{p.fmt(pv)} with {q.label(qv)}" for qv, pv in best_for.items())
         elif len(best_for) >= 2:
             every = "both" if len(best_for) == 2 else f"all {len(best_for)}"
-            text += (f"; {p.label(next(iter(best_for.values())))} was the best for {every} "
-                     f"{noun(q.name, plural=True)}")
+            # "highest mean", not "best": whether it beats the others is for the tests to say
+            text += (f"; {p.label(next(iter(best_for.values())))} had the highest mean for "
+                     f"{every} {noun(q.name, plural=True)} (untested here; see the tested "
+                     "differences)")
     return text
 
 
