@@ -197,6 +197,17 @@ def not_plotted_table(an: A.StudyAnalysis) -> Table:
     return Table(columns, rows, numeric, [r.name for r in an.not_plotted], css_class="failed")
 
 
+def _seed_interval(s: A.Stat | None) -> str:
+    """The t interval of a mean over seeds (``–`` for fewer than two seeds)."""
+    if s is None or s.n < 2:
+        return "–"
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, s.n - 1)) * s.std / s.n ** 0.5
+    # an accuracy cannot leave [0, 1], however few the seeds
+    return f"[{max(0.0, s.mean - half):.3f}, {min(1.0, s.mean + half):.3f}]"
+
+
 def strategy_table(rows: Sequence[A.StrategyRow]) -> Table:
     binary = any("test/auc" in r.stats for r in rows)
     keys = ["test/acc", "test/macro_f1"] + (["test/auc"] if binary else [])
@@ -212,8 +223,10 @@ def strategy_table(rows: Sequence[A.StrategyRow]) -> Table:
                 f" ± {_fmt(s.std, kind)}" if s.n > 1 else ""))
         trainable = row.stats.get("model/trainable_params")
         out.append([row.dataset, row.strategy, row.label, str(len(row.runs)), *cells,
-                    _fmt(trainable.mean if trainable else None, "int")])
-    numeric = [False, False, False, True, *[True] * (len(keys) + 2)]
+                    _fmt(trainable.mean if trainable else None, "int"),
+                    _seed_interval(row.stats.get("test/acc"))])
+    columns.append("test/acc 95% CI over seeds")
+    numeric = [False, False, False, True, *[True] * (len(keys) + 3)]
     ids = [f"strategy:{r.dataset}:{r.strategy}" for r in rows]
     return Table(columns, out, numeric, ids, css_class="strategies")
 
