@@ -385,6 +385,8 @@ def test_strategy_section_from_run_directories(tmp_path):
     accs = [0.91, 0.93]
     assert row["test/acc"] == f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f}"
     assert row["seeds"] == "2" and row["trainable params"] == "4,000,000"
+    # t interval over the 2 seeds: 0.92 ± 12.706 * 0.01414 / sqrt(2), capped at 1
+    assert row["test/acc 95% CI over seeds"] == "[0.793, 1.000]"
     assert dict(zip(header, page.rows["strategy:melanoma:frozen"]))["trainable params"] == "1,281"
     assert (out.parent / "report_files" / "strategies.png").is_file()
 

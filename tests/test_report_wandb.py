@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -157,3 +158,24 @@ def test_strategy_time_panel_shows_the_feature_extraction(no_network):
     names = [m.name for m in timed[0].metrics]
     assert names == ["time/train_s", "time/features_s", "time/eval_s"]
     assert all("train/time_s" not in [m.name for m in b.metrics] for b in bars)
+
+
+def test_dry_run_carries_the_tested_findings(tmp_path, capsys, no_network):
+    claims = [{"text": "no significant difference between lr=1.0e-3 and lr=3.0e-3 on test "
+                       "accuracy (+1.2 points, 95% CI -3.0 to +5.4 points, p = 0.61, "
+                       "adjusted 0.61; McNemar's exact test on 150 test images)."}]
+    path = tmp_path / "findings.json"
+    path.write_text(json.dumps(claims))
+    code = report_main(["--wandb", "someone/wbclf", "--sweep", "abc", "--sweep-file",
+                        str(REPO / "sweeps" / "scratch_bn.yaml"), "--findings", str(path),
+                        "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "H1 Tested differences" in out
+    assert f"P  {claims[0]['text']}" in out
+    path.write_text('{"not": "a list"}')
+    code = report_main(["--wandb", "someone/wbclf", "--sweep", "abc", "--sweep-file",
+                        str(REPO / "sweeps" / "scratch_bn.yaml"), "--findings", str(path),
+                        "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "findings.json" in err[0]

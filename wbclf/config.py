@@ -104,6 +104,8 @@ class RunConfig:
     cache_images: bool = _field(True, "decode images once into a shared memory-mapped cache "
                                 "(frozen: also cache backbone features)")
     log_samples: int = _field(32, "sample predictions logged per evaluation (0 = none)")
+    calibrate: bool = _field(False, "temperature scaling: fit a softmax temperature on val "
+                             "after training; ECE is reported before and after")
     wandb_mode: str = _field("auto", "auto = online when logged in, else offline",
                              "auto", "online", "offline", "disabled")
     project: str = _field("wbclf", "W&B project")
@@ -130,7 +132,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "data_dir", "image_size", "augment", "val_fraction", "limit_per_class",
              "cache_images"),
     "model": ("model", "width", "depth", "blocks_per_stage", "batch_norm", "residual",
-              "dropout"),
+              "dropout", "calibrate"),
     "transfer": ("strategy", "pretrained_file", "head_hidden", "backbone_lr_mult",
                  "unfreeze_epoch"),
     "optimization": ("optimizer", "lr", "weight_decay", "scheduler", "warmup_epochs", "epochs",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,18 +25,26 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 __all__ = [
+    "CALIBRATION_BINS",
+    "auc_of",
+    "bootstrap_interval",
     "choose_threshold",
     "compute_metrics",
     "confusion_matrix",
+    "expected_calibration_error",
+    "interval_figures",
     "json_safe",
+    "macro_f1_of",
     "per_class_rows",
     "pr_points",
     "predict_labels",
     "prefixed",
+    "reliability_bins",
     "roc_points",
     "safe_class_keys",
     "safe_metric_name",
     "top_confusions",
+    "wilson_interval",
 ]
 
 DEFAULT_THRESHOLD = 0.5
@@ -393,6 +401,174 @@ def _json_value(value: Any) -> Any:
         number = float(value)
         return number if math.isfinite(number) else None
     return value
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (no continuity correction).
+
+    Unlike the textbook ``p ± z·se`` it stays inside [0, 1] and keeps its coverage near 0 and
+    1, where small test sets put accuracy, sensitivity and specificity.
+
+    Args:
+        successes: Count of successes, ``0 <= successes <= n``.
+        n: Number of trials; ``n == 0`` gives ``(nan, nan)``.
+        confidence: Two-sided confidence level.
+
+    Returns:
+        ``(low, high)``.
+    """
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return math.nan, math.nan
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # at 0 or n successes the bound is exactly 0 or 1; say so instead of 0.9999999999999999
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic over ``n`` items (images).
+
+    Args:
+        statistic: Takes an index array (a resample of ``range(n)``) and returns the figure;
+            NaN for a resample where it is undefined (e.g. AUC with one class), which is
+            left out.
+        n: Number of items.
+        n_boot: Number of resamples.
+        seed: Seeds the resampling, so the same data give the same interval.
+        confidence: Two-sided confidence level.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when fewer than half the resamples are defined.
+    """
+    if n < 1:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(n_boot)], np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) < n_boot / 2:
+        return math.nan, math.nan
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def macro_f1_of(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Macro F1 exactly as ``compute_metrics`` defines it, fast enough for a bootstrap."""
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    f1 = _ratio(2 * tp, support + predicted)
+    seen = (support > 0) | (predicted > 0)
+    return float(f1[seen].mean()) if seen.any() else math.nan
+
+
+def auc_of(y_true: np.ndarray, p_positive: np.ndarray) -> float:
+    """ROC-AUC of a binary problem; NaN when one class is missing."""
+    positive = np.asarray(y_true) == 1
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    from scipy.stats import rankdata
+
+    # Mann-Whitney form (ties count half): equals roc_auc_score, ~20x faster in a bootstrap
+    ranks = rankdata(p_positive)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def interval_figures(
+    y_true: ArrayLike,
+    probs: ArrayLike,
+    *,
+    threshold: float | None = None,
+    seed: int = 0,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """95% intervals of one evaluation's headline figures, for ``summary.json``.
+
+    Keys (each ``<name>_ci_low`` / ``<name>_ci_high``): ``acc`` (Wilson); ``macro_f1``
+    (bootstrap over images); with two classes also ``auc`` (bootstrap), ``sensitivity`` and
+    ``specificity`` (Wilson over the positives and the negatives). Also ``ece`` (15 bins) and
+    ``n`` (images).
+    """
+    p = _as_probs(probs)
+    y = _as_labels(y_true, "y_true", p.shape[1])
+    pred = predict_labels(p, threshold)
+    correct = int((pred == y).sum())
+    out: dict[str, float] = {"n": int(len(y)), "ece": expected_calibration_error(y, p)}
+    out["acc_ci_low"], out["acc_ci_high"] = wilson_interval(correct, len(y), confidence)
+    c = p.shape[1]
+    boot = {"macro_f1": lambda idx: macro_f1_of(y[idx], pred[idx], c)}
+    if c == 2:
+        boot["auc"] = lambda idx: auc_of(y[idx], p[idx, 1])
+        for name, cls in (("sensitivity", 1), ("specificity", 0)):
+            mask = y == cls
+            hits = int((pred[mask] == cls).sum())
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson_interval(
+                hits, int(mask.sum()), confidence)
+    for name, fn in boot.items():
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_interval(
+            fn, len(y), n_boot=n_boot, seed=seed, confidence=confidence)
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+
+CALIBRATION_BINS = 15
+
+
+def reliability_bins(
+    y_true: ArrayLike, probs: ArrayLike, bins: int = CALIBRATION_BINS
+) -> list[tuple[float, float, int, float, float]]:
+    """The reliability table: confidence (top probability) in equal-width bins over [0, 1].
+
+    Returns:
+        One ``(low, high, count, mean confidence, accuracy)`` per non-empty bin; a bin holds
+        confidences in ``(low, high]`` (the first also holds 0).
+    """
+    p = _as_probs(probs)
+    y = _as_labels(y_true, "y_true", p.shape[1])
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            rows.append((float(edges[b]), float(edges[b + 1]), int(mask.sum()),
+                         float(confidence[mask].mean()), float(correct[mask].mean())))
+    return rows
+
+
+def expected_calibration_error(
+    y_true: ArrayLike, probs: ArrayLike, bins: int = CALIBRATION_BINS
+) -> float:
+    """ECE: the count-weighted mean gap between confidence and accuracy over the bins."""
+    rows = reliability_bins(y_true, probs, bins)
+    total = sum(count for _, _, count, _, _ in rows)
+    if total == 0:
+        return math.nan
+    return float(sum(count * abs(conf - acc) for _, _, count, conf, acc in rows) / total)
 
 
 # --------------------------------------------------------------------------- internals

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from wbclf.reporting.collect import RunRecord, Study
+from wbclf.reporting.intervals import interval
 
 __all__ = [
     "Param",
@@ -399,8 +400,10 @@ def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
                 ", ".join(f"{p.fmt(pv)} with {q.label(qv)}" for qv, pv in best_for.items())
         elif len(best_for) >= 2:
             every = "both" if len(best_for) == 2 else f"all {len(best_for)}"
-            text += (f"; {p.label(next(iter(best_for.values())))} was the best for {every} "
-                     f"{noun(q.name, plural=True)}")
+            # "highest mean", not "best": whether it beats the others is for the tests to say
+            text += (f"; {p.label(next(iter(best_for.values())))} had the highest mean for "
+                     f"{every} {noun(q.name, plural=True)} (untested here; see the tested "
+                     "differences)")
     return text
 
 
@@ -421,11 +424,13 @@ def _trend_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param) -> str |
 
 def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str]) -> str:
     metric = an.metric
-    extras = [f"test/acc {best.value('test/acc'):.3f}" if best.value("test/acc") is not None
-              else "", f"test macro-F1 {best.value('test/macro_f1'):.3f}"
-              if best.value("test/macro_f1") is not None else "",
-              f"test AUC {best.value('test/auc'):.3f}" if best.value("test/auc") is not None
-              else ""]
+    extras = []
+    for key, words in (("test/acc", "test/acc"), ("test/macro_f1", "test macro-F1"),
+                       ("test/auc", "test AUC")):
+        value, ci = best.value(key), interval(best, key)
+        if value is not None:
+            extras.append(f"{words} {value:.3f}"
+                          + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
     size = best.value("model/params")
     took = best.value("train/time_s")
     tail = ", ".join(x for x in extras if x)

@@ -16,14 +16,17 @@ from pathlib import Path
 from wbclf.reporting import analysis as A
 from wbclf.reporting import figures as F
 from wbclf.reporting.chance import FLAG, at_chance, averaged_note, chance_count, chance_findings
+from wbclf.reporting.claims import Claim, adjustment_note, study_claims
 from wbclf.reporting.collect import RunRecord, Study
 from wbclf.reporting.costs import Cost, cost_note, run_costs
+from wbclf.reporting.intervals import interval_text
 
 __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_document"]
 
 MAX_CURVE_FIGURES = 4
 MAX_IMAGE_WIDTH = 1600  # px; a run's sample grid with Grad-CAM is ~2900 px wide
 BEST_RUN_FILES = (("confusion_matrix.png", "confusion matrix on test"),
+                  ("reliability.png", "reliability diagram (calibration) on val and test"),
                   ("roc.png", "ROC and precision-recall on test"),
                   ("samples.png", "sample predictions on val (best epoch)"))
 
@@ -76,6 +79,7 @@ class Document:
     title: str
     blocks: list[Block]
     best_line: str = ""  # the best run of the report in one line (printed by the CLI)
+    claims: list[Claim] = field(default_factory=list)  # the tested findings (findings.json)
 
     @property
     def images(self) -> list[Image]:
@@ -132,6 +136,7 @@ class _Builder:
         self.names: set[str] = set()
         # every run of the report: frozen runs share their feature store's cost among these
         self.costs: dict[str, Cost] = run_costs(r for an in analyses for r in an.study.runs)
+        self.claims: list[Claim] = []
 
     def add(self, block: Block) -> None:
         self.blocks.append(block)
@@ -172,6 +177,12 @@ def runs_table(an: A.StudyAnalysis, costs: dict[str, Cost] | None = None) -> Tab
                      *values, _fmt(run.value("model/params"), "int"),
                      _fmt(run.value("train/time_s"), "s"), _fmt(run.value("best_epoch"), "int")])
     numeric = [True, False, *[p.numeric for p in params], *[True] * (len(metric_cols) + 3)]
+    # 95% intervals in columns of their own, so every figure cell stays a plain number
+    shown = ["val/acc", "test/acc"] + (["test/auc"] if an.binary else [])
+    columns += [f"{k} 95% CI" for k in shown] + ["test/ece"]
+    for run, row in zip(an.finished, rows):
+        row += [interval_text(run, k) for k in shown] + [_fmt(run.value("test/ece"), "frac")]
+    numeric += [True] * (len(shown) + 1)
     table = Table(columns, rows, numeric, [r.name for r in an.finished], css_class="runs")
     _add_cost_column(table, an.finished, costs or {}, after="train time (s)")
     _add_chance_column(table, an.finished)
@@ -222,6 +233,17 @@ def not_plotted_table(an: A.StudyAnalysis) -> Table:
     return Table(columns, rows, numeric, [r.name for r in an.not_plotted], css_class="failed")
 
 
+def _seed_interval(s: A.Stat | None) -> str:
+    """The t interval of a mean over seeds (``–`` for fewer than two seeds)."""
+    if s is None or s.n < 2:
+        return "–"
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, s.n - 1)) * s.std / s.n ** 0.5
+    # an accuracy cannot leave [0, 1], however few the seeds
+    return f"[{max(0.0, s.mean - half):.3f}, {min(1.0, s.mean + half):.3f}]"
+
+
 def strategy_table(rows: Sequence[A.StrategyRow], costs: dict[str, Cost] | None = None
                    ) -> Table:
     binary = any("test/auc" in r.stats for r in rows)
@@ -238,8 +260,10 @@ def strategy_table(rows: Sequence[A.StrategyRow], costs: dict[str, Cost] | None 
                 f" ± {_fmt(s.std, kind)}" if s.n > 1 else ""))
         trainable = row.stats.get("model/trainable_params")
         out.append([row.dataset, row.strategy, row.label, str(len(row.runs)), *cells,
-                    _fmt(trainable.mean if trainable else None, "int")])
-    numeric = [False, False, False, True, *[True] * (len(keys) + 2)]
+                    _fmt(trainable.mean if trainable else None, "int"),
+                    _seed_interval(row.stats.get("test/acc"))])
+    columns.append("test/acc 95% CI over seeds")
+    numeric = [False, False, False, True, *[True] * (len(keys) + 3)]
     ids = [f"strategy:{r.dataset}:{r.strategy}" for r in rows]
     table = Table(columns, out, numeric, ids, css_class="strategies")
     _strategy_extras(table, rows, costs or {})
@@ -307,6 +331,12 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
                + (f"; fixed: {fixed}" if fixed else "") + ".", "note"))
     b.add(Heading(3, "Findings", f"{key}-findings"))
     b.add(Bullets(A.findings(an) + chance_findings(an)))
+    claims = study_claims(an)
+    b.claims += claims
+    if claims:
+        b.add(Heading(3, "Tested differences", f"{key}-tests"))
+        b.add(Bullets([c.text for c in claims]))  # word for word as in findings.json
+        b.add(Text(adjustment_note(claims) + " How to read these: docs/REPORTS.md.", "note"))
     if an.finished:
         b.add(Heading(3, "Runs, best first", f"{key}-runs"))
         b.add(runs_table(an, b.costs))
@@ -383,7 +413,8 @@ def _best_run_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
     b.add(Heading(3, f"Best run: {best.short_name}", f"{key}-best"))
     b.add(Text(f"{best.name} ({an.label(best)}): {an.metric} "
                f"{_fmt(best.value(an.metric), 'frac')}, test/acc "
-               f"{_fmt(best.value('test/acc'), 'frac')}, best epoch "
+               f"{_fmt(best.value('test/acc'), 'frac')} (95% CI "
+               f"{interval_text(best, 'test/acc')}), best epoch "
                f"{_fmt(best.value('best_epoch'), 'int')}.", "note"))
     for path, name, what in files:
         b.file_image(path, f"{key}-best-{name}", f"{best.short_name}: {what}.")
@@ -456,4 +487,5 @@ def build_document(root: Path, studies: Sequence[Study], *, title: str | None = 
     sections = [blk for blk in b.blocks if isinstance(blk, Heading) and blk.level == 2]
     b.blocks.insert(1, Bullets([h.text for h in sections], [h.anchor for h in sections]))
     name = studies[0].name if len(studies) == 1 else root.name
-    return Document(title or f"wbclf report: {name}", b.blocks, _overall_best(analyses))
+    return Document(title or f"wbclf report: {name}", b.blocks, _overall_best(analyses),
+                    b.claims)

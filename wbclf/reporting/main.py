@@ -17,12 +17,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wbclf.errors import UserError, fail
 
 USAGE = ("wbclf report RUNS_DIR [-o report.html] [--title TEXT]\n"
          "       wbclf report --wandb ENTITY/PROJECT --sweep SWEEP_ID "
-         "[--sweep-file FILE.yaml] [--title TEXT] [--dry-run]")
+         "[--sweep-file FILE.yaml] [--findings findings.json] [--title TEXT] [--dry-run]")
 
 
 class ReportUsageError(UserError):
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep-file", default=None,
                         help="with --wandb: the sweep's YAML; its parameters define the panels "
                              "(no network needed to build the report)")
+    parser.add_argument("--findings", default=None, metavar="FINDINGS_JSON",
+                        help="with --wandb: add the tested findings of `wbclf report` on the "
+                             "same runs (its findings.json) to the W&B report")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --wandb: build the report and print its outline; save nothing")
     return parser
@@ -130,11 +134,41 @@ def write_local_report(runs_dir: str | Path, output: str | Path | None = None, *
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
     write_text_atomic(md_path, render_markdown(doc, assets.name))
+    write_text_atomic(findings_path(html_path), findings_json(doc.claims))
     write_text_atomic(html_path, render_html(doc))
     return LocalReport(html_path, md_path, assets, len(keep), doc.best_line)
 
 
+def findings_path(html_path: Path) -> Path:
+    """``findings.json`` beside ``report.html``; ``NAME.findings.json`` beside ``NAME.html``."""
+    name = "findings.json" if html_path.stem == "report" else f"{html_path.stem}.findings.json"
+    return html_path.with_name(name)
+
+
+def findings_json(claims: Sequence[Any]) -> str:
+    """The tested findings, one object per claim (the report's machine-readable twin)."""
+    import json
+
+    return json.dumps([c.to_json() for c in claims], indent=2, allow_nan=False) + "\n"
+
+
 # --------------------------------------------------------------------------- W&B report
+
+
+def read_findings_texts(path: str | Path) -> list[str]:
+    """The sentences of a ``findings.json``; a one-line error when it is not one."""
+    import json
+
+    try:
+        claims = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ReportUsageError(f"--findings {path}: cannot read it as JSON "
+                               f"({type(err).__name__})") from None
+    if not isinstance(claims, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("text"), str) for c in claims):
+        raise ReportUsageError(f"--findings {path}: expected the findings.json written by "
+                               "`wbclf report` (a list of objects with a 'text')")
+    return [c["text"] for c in claims]
 
 
 def _entity_project(text: str) -> tuple[str, str]:
@@ -160,7 +194,9 @@ def wandb_main(args: argparse.Namespace) -> int:
         params = W.sweep_params_from_file(args.sweep_file)
     else:
         params = W.sweep_params_from_api(entity, project, sweep_id)
-    report = W.build_wandb_report(entity, project, sweep_id, params, title=args.title)
+    findings = read_findings_texts(args.findings) if args.findings else []
+    report = W.build_wandb_report(entity, project, sweep_id, params, title=args.title,
+                                  findings=findings)
     if args.dry_run:
         print(W.outline(report))
         print("dry run: the report was built, not saved")

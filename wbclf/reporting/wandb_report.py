@@ -13,6 +13,7 @@ Panels refer to what the runs log (``wbclf.tracking.wandb_logger``): ``val/acc``
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,12 @@ _STRATEGY_BARS = (
 
 
 def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams, *,
-                       title: str | None = None) -> Any:
-    """The report object (``wandb_workspaces.reports.v2.Report``); nothing is sent."""
+                       title: str | None = None, findings: Sequence[str] = ()) -> Any:
+    """The report object (``wandb_workspaces.reports.v2.Report``); nothing is sent.
+
+    ``findings``: the tested findings' sentences (``findings.json`` of the local report of
+    the same runs), shown under "Tested differences" after the overview.
+    """
     import wandb_workspaces.reports.v2 as wr
 
     metric = sp.metric
@@ -176,6 +181,9 @@ def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams
                            y=wr.SummaryMetric(metric), log_x=True,
                            layout=wr.Layout(x=12, y=9, w=12, h=9)),
         ]))
+    if findings:
+        blocks.append(wr.H1("Tested differences"))
+        blocks += [wr.P(text) for text in findings]
     blocks.append(wr.H1(f"{metric} by parameter"))
     for param in sp.swept:
         blocks += [wr.H2(f"{metric} by {param}"), wr.PanelGrid(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from wbclf.atomic import write_text_atomic
 from wbclf.errors import fault_point
 from wbclf.metrics import confusion_matrix, json_safe, per_class_rows
+from wbclf.tracking.predictions import write_predictions
 from wbclf.tracking.records import FINISH_STATUSES, Evaluation, SamplePredictions, check_status
 
 if TYPE_CHECKING:
@@ -244,6 +245,9 @@ class LocalRunLogger:
       resume from ``start_epoch=k`` the rows with ``epoch >= k`` are dropped (they belong to
       epochs that will run again), so every epoch appears exactly once.
     * ``per_class.csv``: ``split,class,key,precision,recall,f1,support`` for each evaluation.
+    * ``predictions_val.npz``, ``predictions_test.npz``: per-image predictions
+      (``wbclf.tracking.predictions``).
+    * ``reliability.png``: the reliability diagram of val and test (calibration).
     * ``confusion_matrix.png`` (test) and ``confusion_matrix_val.png``.
     * ``roc.png``: ROC and PR curves on test, binary tasks only.
     * ``samples.png``: the ``best_samples`` grid (Grad-CAM beside each image when given);
@@ -262,6 +266,7 @@ class LocalRunLogger:
         self.class_names: list[str] = []
         self._rows: list[dict[str, Any]] = []
         self._per_class: dict[str, list[dict[str, Any]]] = {}
+        self._evaluations: dict[str, Evaluation] = {}
         self._summary: dict[str, Any] = {}
 
     def _dir(self) -> Path:
@@ -278,6 +283,7 @@ class LocalRunLogger:
         self._rows = [r for r in read_metrics(path) if r["epoch"] < start_epoch] if resume else []
         self._write_metrics()
         self._per_class = {}
+        self._evaluations = {}
         # A resumed run starts its summary afresh: keys of an earlier failed attempt (such as
         # "error") must not survive into the new summary.json, which replaces the old one.
         self._summary = {}
@@ -309,6 +315,9 @@ class LocalRunLogger:
         from wbclf.tracking.plots import confusion_matrix_figure, roc_figure, save_figure_atomic
 
         ev = evaluation
+        write_predictions(self._dir(), ev)  # per-image predictions: the report's raw material
+        self._evaluations[ev.split] = ev
+        self._write_reliability()
         self._per_class[ev.split] = per_class_rows(ev.labels, ev.probs, ev.class_names,
                                                    threshold=ev.threshold)
         self._write_per_class()
@@ -321,6 +330,14 @@ class LocalRunLogger:
                              threshold=ev.threshold,
                              title=f"{ev.class_names[1]} on {ev.split} (n={len(ev.labels)})")
             save_figure_atomic(fig, self._dir() / "roc.png", dpi=self.dpi)
+
+    def _write_reliability(self) -> None:
+        from wbclf.tracking.plots import save_figure_atomic
+        from wbclf.tracking.reliability import reliability_figure
+
+        shown = [self._evaluations[s] for s in ("val", "test") if s in self._evaluations]
+        save_figure_atomic(reliability_figure(shown), self._dir() / "reliability.png",
+                           dpi=self.dpi)
 
     def _write_per_class(self) -> None:
         order = {"train": 0, "val": 1, "test": 2}

@@ -364,7 +364,21 @@ class WandbLogger:
         }
         if len(ev.class_names) == 2:
             data.update(self._binary_curves(ev))
+        data[f"{ev.split}/predictions"] = self._predictions_table(ev)
         self._log(data)
+
+    @staticmethod
+    def _predictions_table(ev: Evaluation) -> Any:
+        """Per-image predictions (the columns of ``predictions_<split>.npz``) as a W&B table,
+        so intervals and paired tests can be recomputed from a downloaded run."""
+        import wandb
+
+        paths = list(ev.paths) if len(ev.paths) == len(ev.labels) else [""] * len(ev.labels)
+        preds = ev.preds
+        columns = ["path", "label", "pred", *[f"p/{name}" for name in ev.class_names]]
+        rows = [[paths[i], int(ev.labels[i]), int(preds[i]),
+                 *[round(float(x), 6) for x in ev.probs[i]]] for i in range(len(ev.labels))]
+        return wandb.Table(columns=columns, data=rows)
 
     def _binary_curves(self, ev: Evaluation) -> dict[str, Any]:
         """ROC and PR charts of the positive class.

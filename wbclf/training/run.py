@@ -26,6 +26,7 @@ from wbclf.data.datasets import DataBundle, prepare_data
 from wbclf.data.splits import save_splits
 from wbclf.data.transforms import DeviceNormalizer
 from wbclf.device import Hardware, resolve_hardware
+from wbclf.training.calibration import apply_temperature, fit_temperature
 from wbclf.training.chance import chance_verdict
 from wbclf.training.engine import FitState, fit, progress_enabled
 from wbclf.errors import DivergedError, RunError, fault_point
@@ -115,6 +116,7 @@ class Run:
         self.scaler = torch.amp.GradScaler("cuda") \
             if self.hw.autocast_dtype == torch.float16 else None
         self.state = FitState()
+        self.temperature: float | None = None  # set by final_summary when calibrate=true
         val_labels = self.data.labels("val")
         self.sample_rows = pick_sample_indices(val_labels, cfg.log_samples, cfg.seed)
 
@@ -183,6 +185,8 @@ class Run:
             where = f"epoch {epoch}, step {self.plan.steps_per_epoch}" if epoch else "the end"
             raise DivergedError(f"diverged at {where} (lr={lr:.3g}): {split} outputs are "
                                 "NaN/inf; lower lr or enable batch_norm")
+        if self.temperature is not None:
+            probs = apply_temperature(probs, self.temperature)
         metrics = M.compute_metrics(labels, probs, self.data.classes, threshold=threshold)
         metrics["loss"] = loss
         paths = [s.path for s in self.data.splits[split]]
@@ -231,6 +235,16 @@ class Run:
 
     # ----------------------------------------------------------------- the end
 
+    def _calibrate(self, val: Evaluation, summary: dict[str, Any]) -> Evaluation:
+        """Fit the temperature on val; later evaluations use it. Records ECE before/after."""
+        test = self.evaluate_split("test")
+        summary["val/ece_uncalibrated"] = M.expected_calibration_error(val.labels, val.probs)
+        summary["test/ece_uncalibrated"] = M.expected_calibration_error(test.labels,
+                                                                        test.probs)
+        self.temperature = fit_temperature(val.labels, val.probs)
+        summary["calibration/temperature"] = self.temperature
+        return self.evaluate_split("val")
+
     def final_summary(self) -> dict[str, Any]:
         best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.hw.device)
         self.plan.load_model_state(best["model"])
@@ -239,6 +253,10 @@ class Run:
         val = self.evaluate_split("val")
         summary: dict[str, Any] = M.prefixed(_overall(val.metrics), "val/")
         summary["val/acc"] = self.state.best_acc  # the best epoch's figure (= the sweep metric)
+        if self.cfg.calibrate:
+            val = self._calibrate(val, summary)
+        # val intervals on the argmax evaluation, the one val/acc (the sweep metric) comes from
+        summary.update(M.prefixed(_intervals(val, self.cfg.seed, decision=False), "val/"))
         threshold = None
         if binary:
             # The decision threshold is chosen on val (Youden's J), then applied to test.
@@ -250,6 +268,7 @@ class Run:
         final_eval_s = self.eval_s - final_eval_start
         summary.update(M.prefixed(test.metrics, "test/"))
         summary.update(self._chance(test))
+        summary.update(M.prefixed(_intervals(test, self.cfg.seed), "test/"))
         self.logger.log_evaluation(val)
         self.logger.log_evaluation(test)
         if self.cfg.log_samples:
@@ -303,6 +322,19 @@ class Run:
                 "time/train_s": self.state.train_time_s,
                 "time/eval_s": val_s + final_eval_s,
                 "time/total_s": time.perf_counter() - self.started}
+
+
+def _intervals(ev: Evaluation, seed: int, decision: bool = True) -> dict[str, float]:
+    """95% intervals and ECE of one evaluation (``acc_ci_low``, ..., ``ece``).
+
+    ``decision=False`` leaves out sensitivity/specificity, whose summary figures are taken at
+    the threshold, not at the argmax this evaluation used.
+    """
+    figures = M.interval_figures(ev.labels, ev.probs, threshold=ev.threshold, seed=seed)
+    figures.pop("n")  # the split sizes are already data/val_images, data/test_images
+    if not decision:
+        figures = {k: v for k, v in figures.items() if not k.startswith(("sens", "spec"))}
+    return figures
 
 
 def _overall(metrics: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,114 @@
+"""Tested findings end to end: real tiny studies, their report and ``findings.json``.
+
+A null study (a setting with no real effect, batch_size 63 vs 64, two seeds each) must be
+reported as "no significant difference"; a study with a large real effect (1 vs 8 epochs)
+as significant; and runs written before per-image predictions existed must still report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from wbclf.config import build_config
+from wbclf.metrics import wilson_interval
+from wbclf.reporting.main import write_local_report
+from wbclf.training.run import train_run
+
+TINY = {"image_size": 32, "width": 8, "depth": 3, "limit_per_class": 0, "log_samples": 0,
+        "wandb_mode": "disabled", "num_workers": "0"}
+FROZEN = {"model": "tf_efficientnet_lite0", "strategy": "frozen", "image_size": 64,
+          "augment": "none"}
+FIELDS = {"study", "kind", "factor", "a", "b", "metric", "effect", "ci_low", "ci_high",
+          "p_value", "p_adjusted", "significant", "n_images", "n_seeds", "text"}
+
+
+def _study(dataset: Path, folder: Path, grid: list[dict]) -> Path:
+    for i, changes in enumerate(grid):
+        train_run(build_config({**TINY, "dataset": str(dataset), "out_dir": str(folder),
+                                "run_name": f"run-{i}", **changes}))
+    return folder
+
+
+def _findings(folder: Path) -> list[dict]:
+    report = write_local_report(folder)
+    return json.loads((report.html.parent / "findings.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def null_study(toy_lesions, tmp_path_factory) -> Path:
+    # a frozen backbone's head: the seed moves test accuracy by several points, batch size
+    # 63 vs 64 by nothing real (a scratch CNN this small barely leaves its initial guess)
+    grid = [{**FROZEN, "lr": 1e-3, "epochs": 6, "batch_size": b, "seed": s}
+            for b in (63, 64) for s in (0, 1)]
+    return _study(toy_lesions, tmp_path_factory.mktemp("null") / "batch", grid)
+
+
+@pytest.fixture(scope="module")
+def effect_study(toy_leaves, tmp_path_factory) -> Path:
+    # the head on a frozen ImageNet backbone goes from near chance after one epoch at a low
+    # learning rate to far above it after eight (the features are computed once)
+    grid = [{**FROZEN, "batch_size": 32, "lr": 3e-4, "epochs": e} for e in (1, 8)]
+    return _study(toy_leaves, tmp_path_factory.mktemp("effect") / "epochs", grid)
+
+
+@pytest.mark.slow
+def test_null_study_gets_a_null_answer(null_study):
+    claims = _findings(null_study)
+    accs = {json.loads((run / "summary.json").read_text())["test/acc"]
+            for run in null_study.glob("run-*")}
+    assert len(accs) > 1  # the runs differ: there is noise to be fooled by
+    assert claims and all(FIELDS <= set(c) for c in claims)
+    factor = [c for c in claims if c["kind"] == "factor_effect"]
+    assert [c["factor"] for c in factor] == ["batch_size"]
+    assert factor[0]["n_seeds"] == 2 and factor[0]["test"] == "paired_t_over_seeds"
+    for claim in claims:
+        assert claim["significant"] is False, claim["text"]
+        assert claim["text"].startswith("no significant difference between"), claim["text"]
+        assert claim["ci_low"] <= claim["effect"] <= claim["ci_high"]
+    html = (null_study / "report.html").read_text()
+    for claim in claims:  # the report shows the sentences of findings.json word for word
+        assert claim["text"] in unescape(html), claim["text"]
+    assert "Benjamini-Hochberg" in html
+
+
+@pytest.mark.slow
+def test_large_real_effect_is_significant(effect_study):
+    claims = _findings(effect_study)
+    factor = next(c for c in claims if c["kind"] == "factor_effect")
+    assert factor["factor"] == "epochs" and factor["test"] == "mcnemar_exact"
+    assert (factor["a"], factor["b"]) == ("epochs=8", "epochs=1")
+    assert factor["significant"] is True, factor["text"]
+    assert factor["effect"] > 0.2 and factor["ci_low"] > 0
+    assert factor["p_adjusted"] < 0.05 and factor["p_adjusted"] >= factor["p_value"]
+    assert factor["text"].startswith("epochs=8 beats epochs=1 on test accuracy by ")
+    summary = json.loads((effect_study / "run-0" / "summary.json").read_text())
+    assert factor["n_images"] == summary["data/test_images"]
+    best = [c for c in claims if c["kind"] == "best"]
+    assert {c["metric"] for c in best} == {"test/acc", "test/macro_f1"}  # 8 classes: no AUC
+
+
+@pytest.mark.slow
+def test_runs_written_before_predictions_still_report(effect_study, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(effect_study, old, ignore=shutil.ignore_patterns("report*", "findings*"))
+    for run in old.glob("run-*"):
+        for npz in run.glob("predictions_*.npz"):
+            npz.unlink()
+        path = run / "summary.json"
+        summary = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v for k, v in summary.items()
+                                    if "_ci_" not in k and "ece" not in k}))
+    claims = _findings(old)
+    assert claims and all(c["test"] == "unavailable" and c["significant"] is False
+                          and c["p_value"] is None for c in claims)
+    assert all("no paired test" in c["text"] for c in claims)
+    # the accuracy interval is rebuilt from the summary's counts (Wilson)
+    summary = json.loads((old / "run-1" / "summary.json").read_text())
+    n = summary["data/test_images"]
+    low, high = wilson_interval(round(summary["test/acc"] * n), n)
+    assert f"[{low:.3f}, {high:.3f}]" in (old / "report.html").read_text()

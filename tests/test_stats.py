@@ -1,0 +1,153 @@
+"""Intervals, paired tests, FDR and calibration against known values (no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from wbclf import metrics as M
+from wbclf.reporting import stats as S
+from wbclf.training.calibration import apply_temperature, fit_temperature
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+@pytest.mark.parametrize("k,n,low,high", [
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score)
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_interval_matches_newcombe(k, n, low, high):
+    lo, hi = M.wilson_interval(k, n)
+    assert (round(lo, 4), round(hi, 4)) == (low, high)
+
+
+def test_wilson_interval_edges():
+    assert all(math.isnan(x) for x in M.wilson_interval(0, 0))
+    assert M.wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError):
+        M.wilson_interval(11, 10)
+
+
+def test_bootstrap_interval_of_a_fixed_sample_is_reproducible():
+    sample = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    first = M.bootstrap_interval(lambda idx: float(sample[idx].mean()), len(sample), seed=0)
+    again = M.bootstrap_interval(lambda idx: float(sample[idx].mean()), len(sample), seed=0)
+    assert first == again
+    # the mean of 1..10 is 5.5 with a standard error of 0.908: the percentile interval of
+    # 1000 resamples lies near 5.5 ± 1.96 * 0.87 (the bootstrap uses the n-denominator sd)
+    assert first[0] == pytest.approx(3.8, abs=0.3) and first[1] == pytest.approx(7.2, abs=0.3)
+    other = M.bootstrap_interval(lambda idx: float(sample[idx].mean()), len(sample), seed=1)
+    assert other != first
+
+
+def test_interval_figures_cover_the_binary_headline_figures():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p1 = np.clip(0.25 + 0.5 * y + rng.normal(0, 0.2, 200), 0.01, 0.99)
+    probs = np.stack([1 - p1, p1], axis=1)
+    figures = M.interval_figures(y, probs, threshold=0.5, n_boot=300)
+    metrics = M.compute_metrics(y, probs, ["Benign", "Malignant"], threshold=0.5)
+    for name in ("acc", "macro_f1", "auc", "sensitivity", "specificity"):
+        assert figures[f"{name}_ci_low"] <= metrics[name] <= figures[f"{name}_ci_high"], name
+    correct = int(round(metrics["acc"] * 200))
+    assert (figures["acc_ci_low"], figures["acc_ci_high"]) == M.wilson_interval(correct, 200)
+
+
+# --------------------------------------------------------------------------- paired tests
+
+
+def test_mcnemar_exact_textbook_value():
+    # 10 images only A got right, 2 only B: p = 2 * P(X <= 2), X ~ Bin(12, 1/2) = 158/4096
+    a = np.array([1] * 10 + [0] * 2 + [1] * 30 + [0] * 8, bool)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 30 + [0] * 8, bool)
+    only_a, only_b, p = S.mcnemar_exact(a, b)
+    assert (only_a, only_b) == (10, 2)
+    assert p == pytest.approx(158 / 4096)
+    assert S.mcnemar_exact(a, a)[2] == 1.0
+
+
+def test_paired_accuracy_effect_and_interval():
+    a = np.array([1] * 10 + [0] * 2 + [1] * 30 + [0] * 8, bool)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 30 + [0] * 8, bool)
+    result = S.paired_accuracy(a, b, seed=0)
+    assert result.effect == pytest.approx(8 / 50)
+    assert result.ci_low < result.effect < result.ci_high
+    assert result.p_value == pytest.approx(158 / 4096)
+    assert result.n_images == 50
+
+
+def test_paired_bootstrap_sees_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    good = np.clip(0.2 + 0.6 * y + rng.normal(0, 0.15, 300), 0, 1)
+    noise = rng.uniform(0, 1, 300)
+    real = S.paired_bootstrap(lambda i: M.auc_of(y[i], good[i]),
+                              lambda i: M.auc_of(y[i], noise[i]), 300, seed=0, n_boot=500)
+    assert real.effect > 0.3 and real.ci_low > 0 and real.p_value < 0.01
+    same = S.paired_bootstrap(lambda i: M.auc_of(y[i], good[i]),
+                              lambda i: M.auc_of(y[i], good[i]), 300, seed=0, n_boot=500)
+    assert same.effect == 0 and same.p_value == 1.0
+
+
+def test_paired_t_over_seeds_matches_the_t_distribution():
+    result = S.paired_over_seeds([0.60, 0.70, 0.65], [0.50, 0.55, 0.60])
+    # differences 0.10, 0.15, 0.05: mean 0.10, sd 0.05, se 0.0289, t = 3.464 with 2 df
+    assert result.effect == pytest.approx(0.10)
+    assert result.p_value == pytest.approx(0.0742, abs=1e-4)
+    assert result.ci_low == pytest.approx(0.10 - 4.3027 * 0.05 / math.sqrt(3), abs=1e-4)
+    assert result.n_seeds == 3
+    with pytest.raises(ValueError):
+        S.paired_over_seeds([0.5], [0.4])
+
+
+def test_benjamini_hochberg_adjustment():
+    adjusted = S.adjust_bh([0.01, 0.04, 0.03, 0.2, float("nan")])
+    assert adjusted[:4] == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
+    assert math.isnan(adjusted[4])
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_ece_and_reliability_bins_hand_made_case():
+    y = np.array([0, 1, 1, 0, 1])
+    probs = np.array([[.8, .2], [.3, .7], [.6, .4], [.1, .9], [.05, .95]])
+    rows = M.reliability_bins(y, probs)
+    assert [r[2] for r in rows] == [1, 1, 1, 1, 1]
+    # |0.8-1| + |0.7-1| + |0.6-0| + |0.9-0| + |0.95-1| over 5 images
+    assert M.expected_calibration_error(y, probs) == pytest.approx((0.2 + .3 + .6 + .9 + .05) / 5)
+    perfect = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert M.expected_calibration_error(np.array([0, 1]), perfect) == 0.0
+
+
+def test_temperature_scaling_fixes_overconfidence_and_keeps_the_labels():
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 3, n)
+    logits = rng.normal(0, 1, (n, 3))
+    logits[np.arange(n), y] += 1.0
+    true_probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in true_probs])  # labels drawn from the probs
+    overconfident = apply_temperature(true_probs, 1 / 3)  # logits x 3
+    t = fit_temperature(y, overconfident)
+    assert t == pytest.approx(3.0, rel=0.15)
+    fixed = apply_temperature(overconfident, t)
+    assert (fixed.argmax(1) == overconfident.argmax(1)).all()
+    assert M.expected_calibration_error(y, fixed) < M.expected_calibration_error(
+        y, overconfident) / 2
+
+
+def test_fast_auc_equals_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    scores = np.round(rng.uniform(0, 1, 500) + 0.3 * y, 1)  # rounded: many ties
+    assert M.auc_of(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert math.isnan(M.auc_of(np.zeros(5, int), scores[:5]))

@@ -1,0 +1,287 @@
+"""Tested findings: each a paired comparison with its effect, interval, p-value and sentence.
+
+For every study (and dataset within it) the best configuration is compared with the
+runner-up, and each studied factor's levels are compared at each setting of the other
+factors. Settings that share seeds are compared over seeds (the test of a *setting*); single
+runs are compared on the test images both saw (the test of two *models*). All p-values of a
+study are adjusted together (Benjamini-Hochberg), and only an adjusted p below ``ALPHA``
+earns "beats"; everything else reads "no significant difference". The same objects become
+``findings.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from wbclf.metrics import auc_of, macro_f1_of
+from wbclf.reporting import analysis as A
+from wbclf.reporting.collect import RunRecord
+from wbclf.reporting.stats import (TestResult, adjust_bh, paired_accuracy, paired_bootstrap,
+                                   paired_over_seeds)
+from wbclf.tracking.predictions import Predictions, read_predictions
+
+__all__ = ["ALPHA", "Claim", "study_claims"]
+
+ALPHA = 0.05
+METRIC_WORDS = {"test/acc": "test accuracy", "test/macro_f1": "test macro-F1",
+                "test/auc": "test AUC"}
+UNAVAILABLE = "unavailable"
+
+
+@dataclass
+class Claim:
+    """One tested statement (a row of ``findings.json``)."""
+
+    study: str
+    kind: str  # best (best vs runner-up) or factor_effect
+    factor: str | None
+    a: str
+    b: str
+    metric: str
+    effect: float | None  # a minus b, in the metric's units (fractions for accuracy)
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    significant: bool
+    n_images: int
+    n_seeds: int
+    test: str  # mcnemar_exact, paired_bootstrap, paired_t_over_seeds or unavailable
+    at: str = ""  # the other factors' setting of a factor comparison
+    text: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("effect", "ci_low", "ci_high", "p_value", "p_adjusted"):
+            value = out[key]
+            out[key] = value if value is not None and math.isfinite(value) else None
+        return out
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+class _PredictionCache:
+    def __init__(self) -> None:
+        self._seen: dict[str, Predictions | None] = {}
+
+    def get(self, run: RunRecord) -> Predictions | None:
+        if run.name not in self._seen:
+            self._seen[run.name] = read_predictions(run.path, "test") if run.path else None
+        return self._seen[run.name]
+
+
+def _aligned(pa: Predictions, pb: Predictions) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row indices of the images both runs saw, in the same order; None if they differ."""
+    if pa.class_names != pb.class_names:
+        return None
+    if all(pa.paths) and all(pb.paths):
+        where = {p: i for i, p in enumerate(pb.paths)}
+        ia = [i for i, p in enumerate(pa.paths) if p in where]
+        ib = [where[pa.paths[i]] for i in ia]
+    elif len(pa.labels) == len(pb.labels):
+        ia = ib = list(range(len(pa.labels)))
+    else:
+        return None
+    ia_arr, ib_arr = np.array(ia, np.int64), np.array(ib, np.int64)
+    if not len(ia_arr) or not (pa.labels[ia_arr] == pb.labels[ib_arr]).all():
+        return None
+    return ia_arr, ib_arr
+
+
+def _per_image(pa: Predictions, pb: Predictions, metric: str, seed: int
+               ) -> TestResult | None:
+    rows = _aligned(pa, pb)
+    if rows is None:
+        return None
+    ia, ib = rows
+    y = pa.labels[ia]
+    if metric == "test/acc":
+        return paired_accuracy(pa.correct[ia], pb.correct[ib], seed=seed)
+    c = len(pa.class_names)
+    if metric == "test/macro_f1":
+        return paired_bootstrap(lambda i: macro_f1_of(y[i], pa.preds[ia][i], c),
+                                lambda i: macro_f1_of(y[i], pb.preds[ib][i], c), len(y),
+                                seed=seed)
+    if metric == "test/auc" and c == 2:
+        return paired_bootstrap(lambda i: auc_of(y[i], pa.probs[ia, 1][i]),
+                                lambda i: auc_of(y[i], pb.probs[ib, 1][i]), len(y), seed=seed)
+    return None
+
+
+def _by_seed(runs: Sequence[RunRecord]) -> dict[Any, RunRecord]:
+    return {A._hashable(r.config.get(A.REPLICATE)): r for r in runs}
+
+
+def compare(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str,
+            cache: _PredictionCache, seed: int = 0) -> TestResult | None:
+    """The paired test of setting A against setting B on ``metric``; None when impossible.
+
+    Two or more shared seeds: a paired t-test over seeds on the summaries' figures. One run
+    each (or one shared seed): the per-image test on the test predictions.
+    """
+    sa, sb = _by_seed(runs_a), _by_seed(runs_b)
+    shared = sorted(set(sa) & set(sb), key=A._sort_key)
+    if len(shared) >= 2:
+        a = [sa[s].value(metric) for s in shared]
+        b = [sb[s].value(metric) for s in shared]
+        if any(v is None for v in a + b):
+            return None
+        result = paired_over_seeds(a, b)
+        result.n_images = int(sa[shared[0]].value("data/test_images") or 0)
+        return result
+    if shared:
+        ra, rb = sa[shared[0]], sb[shared[0]]
+    elif len(runs_a) == 1 and len(runs_b) == 1:
+        ra, rb = runs_a[0], runs_b[0]
+    else:
+        return None
+    pa, pb = cache.get(ra), cache.get(rb)
+    if pa is None or pb is None:
+        return None
+    return _per_image(pa, pb, metric, seed)
+
+
+# --------------------------------------------------------------------------- words
+
+
+def _test_words(claim: Claim) -> str:
+    if claim.test == "mcnemar_exact":
+        return f"McNemar's exact test on {claim.n_images} test images"
+    if claim.test == "paired_bootstrap":
+        return f"paired bootstrap over {claim.n_images} test images"
+    return f"paired t-test over {claim.n_seeds} seeds"
+
+
+def _points(value: float, signed: bool = True) -> str:
+    return f"{100 * value:+.1f}" if signed else f"{100 * abs(value):.1f}"
+
+
+def claim_text(claim: Claim) -> str:
+    """The sentence shown for a claim (also stored in ``findings.json``)."""
+    what = METRIC_WORDS.get(claim.metric, claim.metric)
+    where = f"at {claim.at}: " if claim.at else ""
+    if claim.test == UNAVAILABLE:
+        return (f"{where}{claim.a} vs {claim.b} on {what}: no paired test (the runs have no "
+                "per-image predictions and no shared seeds)")
+    ci = f"95% CI {_points(claim.ci_low)} to {_points(claim.ci_high)} points"
+    p = f"p = {claim.p_value:.2g}, adjusted {claim.p_adjusted:.2g}"
+    if claim.significant:
+        a, b, lo, hi = claim.a, claim.b, claim.ci_low, claim.ci_high
+        if claim.effect < 0:
+            a, b, lo, hi = claim.b, claim.a, -claim.ci_high, -claim.ci_low
+        ci = f"95% CI {_points(lo)} to {_points(hi)} points"
+        return (f"{where}{a} beats {b} on {what} by {_points(claim.effect, False)} points "
+                f"({ci}, {p}; {_test_words(claim)})")
+    return (f"{where}no significant difference between {claim.a} and {claim.b} on {what} "
+            f"({_points(claim.effect)} points, {ci}, {p}; {_test_words(claim)})")
+
+
+# --------------------------------------------------------------------------- a study
+
+
+def _config_key(run: RunRecord, factors: Sequence[A.Param]) -> tuple[Any, ...]:
+    return tuple(A._hashable(run.config.get(p.name)) for p in factors)
+
+
+def _label(values: tuple[Any, ...], factors: Sequence[A.Param], fallback: str) -> str:
+    return " ".join(p.label(v) for p, v in zip(factors, values)) or fallback
+
+
+def _mean(runs: Sequence[RunRecord], metric: str) -> float:
+    values = [v for r in runs if (v := r.value(metric)) is not None]
+    return float(np.mean(values)) if values else -math.inf
+
+
+def _metrics(an: A.StudyAnalysis) -> list[str]:
+    return ["test/acc", "test/macro_f1"] + (["test/auc"] if an.binary else [])
+
+
+def _new_claim(an: A.StudyAnalysis, kind: str, factor: str | None, a: str, b: str,
+               metric: str, result: TestResult | None, at: str = "") -> Claim:
+    if result is None:
+        return Claim(an.study.name, kind, factor, a, b, metric, None, None, None, None, None,
+                     False, 0, 0, UNAVAILABLE, at)
+    return Claim(an.study.name, kind, factor, a, b, metric, result.effect, result.ci_low,
+                 result.ci_high, result.p_value, None, False, result.n_images,
+                 result.n_seeds, result.test, at)
+
+
+def _best_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
+                 cache: _PredictionCache) -> list[Claim]:
+    groups: dict[tuple[Any, ...], list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(_config_key(run, an.factors), []).append(run)
+    if len(groups) < 2:
+        return []
+    sign = 1.0 if an.goal == "maximize" else -1.0
+    ranked = sorted(groups, key=lambda k: -sign * _mean(groups[k], an.metric))
+    best, second = ranked[0], ranked[1]
+    a = prefix + _label(best, an.factors, groups[best][0].short_name)
+    b = prefix + _label(second, an.factors, groups[second][0].short_name)
+    return [_new_claim(an, "best", None, a, b, m,
+                       compare(groups[best], groups[second], m, cache))
+            for m in _metrics(an)]
+
+
+def _factor_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
+                   cache: _PredictionCache) -> list[Claim]:
+    claims = []
+    for p in an.factors:
+        if p.continuous:
+            continue
+        others = [q for q in an.factors if q.name != p.name]
+        cells: dict[tuple[Any, ...], dict[Any, list[RunRecord]]] = {}
+        for run in runs:
+            cell = cells.setdefault(_config_key(run, others), {})
+            cell.setdefault(A._hashable(run.config.get(p.name)), []).append(run)
+        for where, levels in cells.items():
+            if len(levels) < 2:
+                continue
+            if len(levels) == 2:
+                low, high = sorted(levels, key=A._sort_key)
+            else:
+                sign = 1.0 if an.goal == "maximize" else -1.0
+                high, low = sorted(levels, key=lambda v: -sign * _mean(levels[v], an.metric))[:2]
+            at = prefix + _label(where, others, "")
+            claims.append(_new_claim(an, "factor_effect", p.name, p.label(high), p.label(low),
+                                     "test/acc", compare(levels[high], levels[low],
+                                                         "test/acc", cache), at.strip()))
+    return claims
+
+
+def study_claims(an: A.StudyAnalysis) -> list[Claim]:
+    """Every tested claim of one study, p-values adjusted together, sentences filled in."""
+    cache = _PredictionCache()
+    claims: list[Claim] = []
+    for dataset, runs in an.dataset_groups():
+        if not runs:
+            continue
+        prefix = f"{dataset} " if dataset is not None else ""
+        claims += _best_claims(an, runs, prefix, cache)
+        claims += _factor_claims(an, runs, prefix, cache)
+    tested = [c for c in claims if c.test != UNAVAILABLE and c.p_value is not None
+              and math.isfinite(c.p_value)]
+    for claim, adjusted in zip(tested, adjust_bh([c.p_value for c in tested])):
+        claim.p_adjusted = adjusted
+        claim.significant = bool(adjusted < ALPHA)
+    for claim in claims:
+        if claim.test != UNAVAILABLE and claim.p_adjusted is None:
+            claim.test = UNAVAILABLE  # e.g. an AUC undefined on this test set
+        claim.text = claim_text(claim) + "."
+    return claims
+
+
+def adjustment_note(claims: Sequence[Claim]) -> str:
+    """How many comparisons were adjusted together, and how."""
+    tested = sum(c.test != UNAVAILABLE for c in claims)
+    if not tested:
+        return "No paired test was possible on these runs."
+    return (f"{tested} comparison{'s' if tested != 1 else ''}; p-values adjusted together for "
+            f"the false discovery rate (Benjamini-Hochberg); significant = adjusted p < "
+            f"{ALPHA:g}.")

@@ -1,0 +1,132 @@
+"""Paired tests between two runs (same test images) or two settings (same seeds).
+
+Every function returns a :class:`TestResult` whose ``effect`` is "A minus B" in the metric's
+own units (a fraction for accuracy); the caller words it. The tests and their assumptions are
+explained in docs/REPORTS.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binomtest, false_discovery_control, t as student_t, ttest_rel
+
+__all__ = ["TestResult", "adjust_bh", "mcnemar_exact", "paired_accuracy",
+           "paired_bootstrap", "paired_over_seeds"]
+
+CONFIDENCE = 0.95
+N_BOOT = 2000
+
+
+@dataclass
+class TestResult:
+    """What a paired comparison found (``effect`` = A minus B)."""
+
+    test: str  # mcnemar_exact, paired_bootstrap, paired_t_over_seeds
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_images: int = 0
+    n_seeds: int = 1
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple[int, int, float]:
+    """McNemar's exact test on paired right/wrong outcomes.
+
+    Only the discordant images count: ``only_a`` (A right, B wrong) and ``only_b``. Under
+    "equal accuracy" each discordant image is a fair coin, so the two-sided p-value is the
+    exact binomial one for ``only_a`` of ``only_a + only_b`` at 1/2 (1.0 when none differ).
+
+    Returns:
+        ``(only_a, only_b, p_value)``.
+    """
+    a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes differ in length: {a.shape} vs {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    if only_a + only_b == 0:
+        return only_a, only_b, 1.0
+    return only_a, only_b, float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_accuracy(a_correct: np.ndarray, b_correct: np.ndarray, *, seed: int = 0,
+                    n_boot: int = N_BOOT) -> TestResult:
+    """Accuracy of A minus B on the same images: McNemar's p, a paired-bootstrap interval."""
+    a = np.asarray(a_correct, np.float64)
+    b = np.asarray(b_correct, np.float64)
+    _, _, p = mcnemar_exact(a > 0, b > 0)
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    draws = np.array([diff[rng.integers(0, len(diff), len(diff))].mean()
+                      for _ in range(n_boot)])
+    low, high = _percentiles(draws)
+    return TestResult("mcnemar_exact", float(diff.mean()), low, high, p, n_images=len(diff))
+
+
+def paired_bootstrap(statistic_a: Callable[[np.ndarray], float],
+                     statistic_b: Callable[[np.ndarray], float], n: int, *, seed: int = 0,
+                     n_boot: int = N_BOOT) -> TestResult:
+    """A metric of A minus the same metric of B, resampling the images both runs saw.
+
+    The interval is the percentile interval of the resampled differences; the two-sided
+    p-value is twice the share of resamples on the far side of zero (floored at 1/n_boot,
+    the resolution of the bootstrap). Resamples where the metric is undefined are dropped.
+    """
+    effect = statistic_a(np.arange(n)) - statistic_b(np.arange(n))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        draws.append(statistic_a(idx) - statistic_b(idx))
+    values = np.array(draws, np.float64)
+    values = values[np.isfinite(values)]
+    if not math.isfinite(effect) or len(values) < n_boot / 2:
+        return TestResult("paired_bootstrap", math.nan, math.nan, math.nan, math.nan, n)
+    low, high = _percentiles(values)
+    below, above = float((values <= 0).mean()), float((values >= 0).mean())
+    p = min(1.0, max(2 * min(below, above), 1.0 / len(values)))
+    return TestResult("paired_bootstrap", float(effect), low, high, p, n_images=n)
+
+
+def paired_over_seeds(a_values: Sequence[float], b_values: Sequence[float]) -> TestResult:
+    """Paired t-test over seeds: ``a_values[i]`` and ``b_values[i]`` share seed i.
+
+    This is the test of a *setting*: it asks whether the difference is larger than the
+    run-to-run spread that a new seed brings. The interval is the t interval of the mean
+    difference. Needs two or more seeds.
+    """
+    a, b = np.asarray(a_values, np.float64), np.asarray(b_values, np.float64)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two or more paired seeds, got {len(a)} and {len(b)}")
+    diff = a - b
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
+    if se == 0.0:
+        # identical differences: the t statistic is undefined; no spread, no evidence of
+        # anything beyond "every seed moved by the same amount"
+        p = 1.0 if mean == 0.0 else 0.0
+        return TestResult("paired_t_over_seeds", mean, mean, mean, p, n_seeds=len(diff))
+    half = float(student_t.ppf(0.5 + CONFIDENCE / 2, len(diff) - 1)) * se
+    p = float(ttest_rel(a, b).pvalue)
+    return TestResult("paired_t_over_seeds", mean, mean - half, mean + half, p,
+                      n_seeds=len(diff))
+
+
+def adjust_bh(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate), NaN kept as NaN."""
+    p = np.asarray(p_values, np.float64)
+    out = np.full(p.shape, math.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = false_discovery_control(p[ok], method="bh")
+    return [float(x) for x in out]

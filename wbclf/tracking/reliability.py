@@ -1,0 +1,41 @@
+"""The reliability diagram of a run (``reliability.png``): how far to trust its probabilities.
+
+Bars show the accuracy of the images in each confidence bin (15 equal-width bins of the top
+probability); the diagonal is perfect calibration, and the gap between a bar and the
+diagonal is what the expected calibration error (ECE) averages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from wbclf.metrics import CALIBRATION_BINS, expected_calibration_error, reliability_bins
+from wbclf.tracking.records import Evaluation
+
+__all__ = ["reliability_figure"]
+
+
+def reliability_figure(evaluations: Sequence[Evaluation]) -> Figure:
+    """One panel per evaluation (val, test), each with its ECE and image count."""
+    fig = Figure(figsize=(4.6 * len(evaluations), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(evaluations)))
+    width = 1.0 / CALIBRATION_BINS
+    for ax, ev in zip(axes, evaluations):
+        rows = reliability_bins(ev.labels, ev.probs)
+        ece = expected_calibration_error(ev.labels, ev.probs)
+        ax.bar([lo for lo, *_ in rows], [acc for *_, acc in rows], width=width, align="edge",
+               color="#4c72b0", edgecolor="white", label="accuracy in bin")
+        ax.plot([0, 1], [0, 1], "--", color="#888888", label="perfect calibration")
+        ax.scatter([conf for _, _, _, conf, _ in rows], [acc for *_, acc in rows],
+                   s=[8 + 60 * n / len(ev.labels) for _, _, n, _, _ in rows], color="#dd8452",
+                   zorder=3, label="mean confidence (size: images)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{ev.split}: ECE {ece:.3f} (n={len(ev.labels)})")
+        ax.legend(loc="upper left", fontsize=7)
+    return fig
