@@ -303,9 +303,12 @@ def preload() -> None:
     # does not copy (the trial's first parallel op would wait on threads that do not exist).
     import gc
     import tempfile
+    import warnings
 
-    _IMPORT_TEMP_DIRS[:] = [o for o in gc.get_objects()
-                            if isinstance(o, tempfile.TemporaryDirectory)]
+    with warnings.catch_warnings():  # isinstance() on some lazy torch objects warns
+        warnings.simplefilter("ignore")
+        _IMPORT_TEMP_DIRS[:] = [o for o in gc.get_objects()
+                                if isinstance(o, tempfile.TemporaryDirectory)]
 
 
 def _own_temp_dirs() -> None:
