@@ -41,7 +41,7 @@ _IMPORT_TEMP_DIRS: list[Any] = []  # tempfile.TemporaryDirectory objects made by
 PRELOAD = (
     "torch", "numpy", "yaml", "PIL.Image", "cv2", "albumentations", "timm", "optuna",
     "wandb", "matplotlib.figure", "matplotlib.backends.backend_agg",
-    "wbclf.cli", "wbclf.config", "wbclf.training.run", "wbclf.training.plans.factory",
+    "wbclf.config", "wbclf.training.run", "wbclf.training.plans.factory",
     "wbclf.sweeps.trial", "wbclf.models", "wbclf.models.gradcam", "wbclf.data.transforms",
     "wbclf.tracking.wandb_logger", "wbclf.tracking.wandb_offline", "wbclf.tracking.plots",
 )
