@@ -43,6 +43,7 @@ def _parent_and_cores(pid: int) -> tuple[int, str]:
 def test_a_forked_trial_is_its_own_process(tmp_path, toy_lesions):
     """A kill ends the trial alone; the worker forks the next one; cores and env apply."""
     worker = WarmWorker.open(tmp_path / "worker.log")
+    assert worker.proc.poll() is None  # open() refuses a worker whose imports started CUDA
     try:
         long_run = [sys.executable, TRAIN, f"--dataset={toy_lesions}", "--epochs=100000",
                     "--image_size=32", "--width=8", "--wandb_mode=disabled",

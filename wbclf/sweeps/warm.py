@@ -101,7 +101,10 @@ class WarmWorker:
                 stderr=log, env=dict(os.environ if env is None else env),
                 start_new_session=True, preexec_fn=_die_with_parent)
         worker = cls(proc)
-        worker._await(lambda msg: msg.get("event") == READY, what="start")
+        ready = worker._await(lambda msg: msg.get("event") == READY, what="start")
+        if ready.get("cuda_initialized"):  # a fork could not use it: never run trials so
+            worker.close()
+            raise RuntimeError("CUDA was initialized while importing")
         return worker
 
     def start(self, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
@@ -254,7 +257,11 @@ def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> in
     inp = stdin or sys.stdin.buffer
     out = stdout or sys.stdout.buffer
     preload()
-    _say(out, {"event": READY, "pid": os.getpid()})
+    import torch
+
+    # is_initialized() only reads a flag: it never starts CUDA itself
+    _say(out, {"event": READY, "pid": os.getpid(),
+               "cuda_initialized": bool(torch.cuda.is_initialized())})
     pending = b""
     running: set[int] = set()
     closed = False
