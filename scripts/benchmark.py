@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Side-by-side speed measurements of wbclf's data path and training loop (issue #7).
 
-    python scripts/benchmark.py --quick --json   # every CPU case; under 5 min on 2 cores
+    python scripts/benchmark.py --quick --json   # every CPU case; under 5 min on 2 cores,
+                                                 # plus sweep_frozen: real `wbclf sweep` runs
     python scripts/benchmark.py                  # more repeats, whole epochs, a table
     python scripts/benchmark.py --cases gpu      # the CUDA case alone (skipped without CUDA)
 
 Every case runs wbclf and its baseline in the same process, interleaved repeat by repeat
 (A B B A ...) after a warm-up, and quotes the median of each side and their ratio: a machine
 that is busy with something else slows both sides alike. ``--json`` prints one JSON object
-(``loader_speedup``, ``epoch_speedup``, ``loop_efficiency``, ``frozen_study_speedup`` and the
-raw figures); docs/BENCHMARKS.md holds the figures and what limits each case.
+(``loader_speedup``, ``epoch_speedup``, ``loop_efficiency``, ``frozen_study_speedup``,
+``sweep_frozen_trial_speedup`` and the raw figures); docs/BENCHMARKS.md holds the figures and
+what limits each case.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-CASES = ("loader", "epoch", "loop", "frozen_study", "gpu")
+CASES = ("loader", "epoch", "loop", "frozen_study", "sweep_frozen", "gpu")
 TARGETS = {"loader_speedup": 5.0, "epoch_speedup": 1.3, "loop_efficiency": 0.95,
-           "frozen_study_speedup": 10.0}
+           "frozen_study_speedup": 10.0, "sweep_frozen_trial_speedup": 10.0}
 PLANT_TRAIN = ("New Plant Diseases Dataset(Augmented)", "New Plant Diseases Dataset(Augmented)",
                "train")
 
@@ -539,6 +541,14 @@ def case_frozen_study(s: Settings) -> dict[str, Any]:
     return dict(frozen_study(quick=s.quick))
 
 
+def case_sweep_frozen(s: Settings) -> dict[str, Any]:
+    """A frozen study and a scratch study through ``wbclf sweep`` (scripts/bench_sweep.py)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_sweep import sweep_frozen
+
+    return dict(sweep_frozen(quick=s.quick))
+
+
 GPU_MODELS = (("resnet18", 224, 128), ("tf_efficientnet_lite0", 224, 128), ("scratch", 128, 256))
 GPU_VARIANTS = (("fp32", None, False, False), ("bf16_cl", torch.bfloat16, True, False),
                 ("bf16_cl_compile", torch.bfloat16, True, True))
@@ -647,10 +657,11 @@ def case_gpu(s: Settings) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "loader": case_loader, "epoch": case_epoch, "loop": case_loop,
-    "frozen_study": case_frozen_study, "gpu": case_gpu,
+    "frozen_study": case_frozen_study, "sweep_frozen": case_sweep_frozen, "gpu": case_gpu,
 }
 HEADLINES = {"loader": "loader_speedup", "epoch": "epoch_speedup", "loop": "loop_efficiency",
-             "frozen_study": "frozen_study_speedup"}
+             "frozen_study": "frozen_study_speedup",
+             "sweep_frozen": "sweep_frozen_trial_speedup"}
 
 
 # --------------------------------------------------------------------------- main

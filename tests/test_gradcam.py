@@ -162,3 +162,29 @@ def test_training_logs_cams_in_samples_png_and_the_wandb_table(toy_lesions, tmp_
                  and p.name.endswith(".table.json"))
     data = json.loads(table.read_text())
     assert data["columns"][-1] == "cam" and len(data["data"]) == 6
+
+
+@pytest.mark.slow
+def test_training_computes_cams_only_for_the_tables_that_show_them(toy_lesions, tmp_path):
+    """Sample tables every epoch of a short run, Grad-CAM once mid-run and for the best model
+    and the mistakes; the metrics are those of a run that computes no CAM at all."""
+    from wbclf.config import build_config
+    from wbclf.tracking.loggers import MemoryLogger
+    from wbclf.training.run import cam_epoch, train_run
+
+    base = {"dataset": str(toy_lesions), "image_size": 32, "width": 8, "depth": 3,
+            "epochs": 4, "limit_per_class": 20, "num_workers": "0", "out_dir": str(tmp_path),
+            "wandb_mode": "disabled"}
+    memory = MemoryLogger()
+    train_run(build_config({**base, "run_name": "cams", "log_samples": 6}), loggers=[memory])
+    tables = [(epoch, samples.cams is not None) for epoch, tag, samples in memory.samples
+              if tag == "val_samples"]
+    assert tables == [(1, False), (2, True), (3, False), (4, False)]
+    assert cam_epoch(4) == 2 and cam_epoch(10) == 4 and cam_epoch(1) == 1
+    best = [s for _, tag, s in memory.samples if tag == "best_samples"]
+    assert len(best) == 1 and best[0].cams is not None
+    assert memory.mistakes[0].cams is not None or len(memory.mistakes[0].images) == 0
+    plain = MemoryLogger()
+    train_run(build_config({**base, "run_name": "plain", "log_samples": 0}), loggers=[plain])
+    assert [e["val/acc"] for e in plain.history] == [e["val/acc"] for e in memory.history]
+    assert plain.summary["test/acc"] == memory.summary["test/acc"]

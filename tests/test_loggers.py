@@ -311,3 +311,23 @@ def test_roc_figure_handles_one_class(tmp_path: Path) -> None:
 
     image = cv2.imread(str(tmp_path / "roc.png"))
     assert image is not None and image.shape[:2] == (round(4.6 * 40), 10 * 40)
+
+
+def test_figures_are_written_with_the_fastest_png_compression(tmp_path: Path) -> None:
+    """Same pixels as matplotlib's default PNG, written at zlib's fastest level."""
+    import struct
+
+    from PIL import Image
+
+    from wbclf.tracking.plots import confusion_matrix_figure, save_figure_atomic
+
+    cm = np.array([[5, 1], [2, 7]])
+    fast = save_figure_atomic(confusion_matrix_figure(cm, ["a", "b"]), tmp_path / "cm.png")
+    default = tmp_path / "default.png"
+    confusion_matrix_figure(cm, ["a", "b"]).savefig(default, dpi=110, facecolor="white")
+    data = fast.read_bytes()
+    at = 8
+    while data[at + 4:at + 8] != b"IDAT":
+        at += 12 + struct.unpack(">I", data[at:at + 4])[0]
+    assert data[at + 9] >> 6 == 0  # the zlib header's FLEVEL: 0 = fastest
+    assert np.array_equal(np.asarray(Image.open(fast)), np.asarray(Image.open(default)))

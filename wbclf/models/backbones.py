@@ -24,10 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import huggingface_hub
-import timm
 import torch
-from timm.models import get_pretrained_cfg, load_state_dict
 from torch import nn
 
 from wbclf.errors import UserError
@@ -213,6 +210,8 @@ def _load_file(model: nn.Module, path: str) -> None:
     # timm's loader unwraps {"state_dict": ...} / {"model": ...} (and EMA weights, which it
     # prefers), reads .safetensors, and strips DDP / torch.compile prefixes. It unpickles with
     # weights_only=True: a weights file may come from anywhere, so no arbitrary code runs.
+    from timm.models import load_state_dict  # timm loads only when a run uses it (start-up)
+
     try:
         state = load_state_dict(path)
     except (pickle.UnpicklingError, RuntimeError) as exc:
@@ -238,6 +237,9 @@ def _load_file(model: nn.Module, path: str) -> None:
 
 def _timm_source(name: str) -> tuple[str, str | None]:
     """Return (where timm would load ``name``'s weights from, why it cannot, or None)."""
+    import huggingface_hub
+    from timm.models import get_pretrained_cfg
+
     cfg = get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         return "", "timm has no pretrained weights for this model"
@@ -260,6 +262,8 @@ def _set_data_config(model: nn.Module, data_config: dict) -> None:
 
 def _load_pretrained(name: str) -> tuple[nn.Module, WeightSource]:
     """Try timm's source, then packaged weights; raise WeightsNotFoundError if neither works."""
+    import timm
+
     attempts: list[tuple[WeightSource, str]] = []
 
     location, why_not = _timm_source(name)
@@ -315,6 +319,8 @@ def create_backbone(
         ValueError: ``name`` is not a timm model, or a file is given without ``pretrained``.
         WeightsNotFoundError: ``pretrained`` and no source worked (or the given file failed).
     """
+    import timm
+
     if not timm.is_model(name):
         raise ValueError(f"{name!r} is not a timm model")
     if pretrained_file and not pretrained:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import as_file, files
 
-import timm
 import torch
 
 from wbclf.errors import UserError
@@ -235,6 +234,8 @@ def map_packaged_state_dict(
     """
     entry = _entry(name)
     if reference is None:
+        import timm  # only when weights are mapped: a scratch run never imports timm
+
         with torch.device("meta"):  # names and shapes only: no memory, no init cost
             reference = timm.create_model(entry.model_name, pretrained=False).state_dict()
     prefix = f"packaged weights {entry.package} do not fit timm {entry.model_name!r}"

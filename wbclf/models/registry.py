@@ -12,9 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import timm
 import torch
-from timm.data import resolve_model_data_config
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -55,11 +53,15 @@ def list_models(include_timm: bool = False) -> list[str]:
     """Names :func:`create_model` accepts: wbclf's own (sorted), then optionally timm's."""
     names = sorted(_BUILDERS)
     if include_timm:
+        import timm  # imported where timm models are used: a scratch run never needs it
+
         names += [n for n in timm.list_models() if n not in _BUILDERS]
     return names
 
 
 def _unknown_model(name: str) -> UnknownModelError:
+    import timm
+
     candidates = sorted(_BUILDERS) + timm.list_models()
     close = difflib.get_close_matches(name.lower(), candidates, n=5, cutoff=0.6)
     if close:
@@ -117,6 +119,8 @@ def create_model(name: str, num_classes: int, cfg: Any) -> nn.Module:
         model.wbclf_weight_source = WeightSource("random")
         return model
 
+    import timm
+
     if not timm.is_model(name):
         raise _unknown_model(name)
     if strategy == "scratch" and pretrained_file:
@@ -137,6 +141,9 @@ def create_model(name: str, num_classes: int, cfg: Any) -> nn.Module:
     return model
 
 
+DATA_CONFIG_KEYS = ("mean", "std", "interpolation", "input_size", "crop_pct", "crop_mode")
+
+
 def model_data_config(model: nn.Module) -> dict[str, Any]:
     """Preprocessing the model's weights expect, resolved by timm from ``pretrained_cfg``.
 
@@ -144,7 +151,13 @@ def model_data_config(model: nn.Module) -> dict[str, Any]:
         ``mean``, ``std`` (3-tuples of floats), ``interpolation``, ``input_size`` (C, H, W),
         plus timm's ``crop_pct`` and ``crop_mode`` for eval-time resizing.
     """
-    cfg = resolve_model_data_config(model)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if cfg.get("architecture") not in _BUILDERS or not all(k in cfg for k in DATA_CONFIG_KEYS):
+        # wbclf's own models carry every key (what timm would return for them); others need
+        # timm's resolution
+        from timm.data import resolve_model_data_config
+
+        cfg = resolve_model_data_config(model)
     return {
         "mean": tuple(float(v) for v in cfg["mean"]),
         "std": tuple(float(v) for v in cfg["std"]),

@@ -18,11 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from .heads import build_head
 from .registry import register_model
+
+# timm's ImageNet normalization (timm.data.constants), copied: a scratch run never imports timm
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 LayerFactory = Callable[..., nn.Module]
 

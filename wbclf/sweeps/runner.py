@@ -40,6 +40,7 @@ from wbclf.sweeps.spec import SweepSpec
 from wbclf.sweeps.space import pruner_settings
 from wbclf.sweeps.storage import HEARTBEAT_S
 from wbclf.sweeps.study import FINAL, Claim, Outcome, SweepStudy, process_identity
+from wbclf.sweeps.warm import WarmTrial, WarmWorker, warm_enabled, warm_program
 
 POLL_S = 0.05
 STOP_GRACE_S = 30  # after Ctrl-C, trials get this long to save and exit before they are killed
@@ -53,7 +54,7 @@ class Slot:
     index: int
     env: dict[str, str] = field(default_factory=dict)
     cpus: list[int] | None = None
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen | WarmTrial | None = None
     claim: Claim | None = None
     log: IO[str] | None = None
     started: float = 0.0
@@ -182,6 +183,8 @@ class SweepRunner:
         self._said: set[str] = set()
         self.guard = FailureGuard(max_failures)
         self.skip = list(skip or [])
+        self.warm: WarmWorker | None = None
+        self._warm_tried = False
 
     # ------------------------------------------------------------------ the loop
 
@@ -203,7 +206,24 @@ class SweepRunner:
             signal.signal(signal.SIGINT, previous_int)
             if self.bar is not None:
                 self.bar.close()
+            if self.warm is not None:
+                self.warm.close()
         return 1 if self.guard.tripped else 0
+
+    def _open_warm(self, claim: Claim, argv: list[str]) -> None:
+        """Start the warm worker trials fork from (see :mod:`.warm`) before the first trial
+        that can use it; trials start cold when it is off or fails."""
+        if self._warm_tried or not warm_enabled() or warm_program(argv) is None:
+            return
+        self._warm_tried = True
+        try:
+            self.warm = WarmWorker.open(self.out / "logs" / "warm-worker.log")
+        except (OSError, RuntimeError) as err:
+            self._say(f"warning: trials start cold: the warm trial worker failed ({err})")
+        except KeyboardInterrupt:  # the claimed trial has no process yet: it runs next time
+            self._record(claim, Outcome("interrupted", error="the sweep was interrupted"),
+                         seconds=0.0)
+            raise
 
     def _loop(self) -> None:
         exhausted = False
@@ -351,19 +371,24 @@ class SweepRunner:
         if uses_args_json_file(self.spec.command):
             write_args_json_file(self._param_path(claim, ".json"), params)
         argv = self.command(claim)
+        self._open_warm(claim, argv)
         log_path = self.out / "logs" / f"{claim.run_name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 -- closed in _finish
         log.write(f"# wbclf sweep: trial {claim.number}: {shell_line(argv)}\n")
         log.flush()
+        env = self.environment(slot, claim)
         try:
-            # Own session: a terminal's Ctrl-C reaches the sweep only, which then asks each
-            # trial once to stop (a second SIGINT could cut a trial's checkpointing short).
-            slot.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
-                                         env=self.environment(slot, claim),
-                                         start_new_session=True,
-                                         preexec_fn=_child_setup(slot.cpus))  # noqa: PLW1509
+            # A fork of the warm worker when the command allows it, else a new process; either
+            # way in its own session: a terminal's Ctrl-C reaches the sweep only, which then
+            # asks each trial once to stop (a second SIGINT could cut its checkpointing short).
+            slot.proc = self.warm.start(argv, env=env, log_path=log_path, cpus=slot.cpus) \
+                if self.warm is not None else None
+            if slot.proc is None:
+                slot.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=env,
+                                             start_new_session=True,
+                                             preexec_fn=_child_setup(slot.cpus))  # noqa: PLW1509
         except OSError as err:
             log.close()
             self._record(claim, Outcome("failed", error=f"cannot start {argv[0]}: {err}"),

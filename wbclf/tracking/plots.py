@@ -326,14 +326,19 @@ def roc_figure(
 
 # --------------------------------------------------------------------------- saving
 
+PNG_COMPRESS_LEVEL = 1  # zlib 1..9: 1 is the fastest
+
 
 def save_figure_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     """Render ``fig`` to a temporary file beside ``path``, then rename it over ``path``.
 
     A reader (or a crash) never sees half a PNG. The format follows the suffix (PNG if none).
+    PNGs use zlib's fastest level: the same pixels, written several times faster than at the
+    default level (a third of a run's figure time went into compression), for larger files.
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
+    fast = {"pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}} if fmt == "png" else {}
     with replacing(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
+        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", **fast)
     return path

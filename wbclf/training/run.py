@@ -201,7 +201,8 @@ class Run:
         figures["val/time_s"] = self.eval_s - before  # kept in the history: resumes add up
         return figures
 
-    def samples(self, ev: Evaluation, rows: np.ndarray) -> SamplePredictions:
+    def samples(self, ev: Evaluation, rows: np.ndarray, *, cams: bool = True
+                ) -> SamplePredictions:
         dataset = self.data.dataset(ev.split)
         images = np.stack([np.asarray(dataset.image(int(i))) for i in rows]) if len(rows) \
             else np.zeros((0, self.cfg.image_size, self.cfg.image_size, 3), np.uint8)
@@ -210,7 +211,7 @@ class Run:
             images=images, labels=ev.labels[rows], preds=preds,
             confidences=ev.probs[rows, preds] if len(rows) else np.zeros(0),
             class_names=self.data.classes, paths=[ev.paths[i] for i in rows],
-            cams=self.plan.cams(images, preds) if len(rows) else None)
+            cams=self.plan.cams(images, preds) if cams and len(rows) else None)
 
     def on_epoch_end(self, epoch: int, figures: dict[str, float], improved: bool) -> bool:
         # Checkpoint first (best before last), then log: a kill in between leaves an epoch
@@ -224,8 +225,10 @@ class Run:
         self.logger.log_epoch(epoch, figures)
         every = max(1, self.cfg.epochs // 4)
         if self.cfg.log_samples and (epoch % every == 0 or epoch == self.cfg.epochs):
-            self.logger.log_samples(epoch, self.samples(self._last_val, self.sample_rows),
-                                    "val_samples")
+            # Grad-CAM costs a backbone pass: once mid-run here, and for the best model
+            cam = epoch == cam_epoch(self.cfg.epochs)
+            self.logger.log_samples(epoch, self.samples(self._last_val, self.sample_rows,
+                                                        cams=cam), "val_samples")
         line = (f"epoch {epoch}/{self.cfg.epochs}  train/loss {figures['train/loss']:.4f}  "
                 f"val/acc {figures['val/acc']:.4f}  {figures['time_s']:.1f}s")
         print(line + ("  *" if improved else ""), flush=True)
@@ -335,6 +338,13 @@ def _intervals(ev: Evaluation, seed: int, decision: bool = True) -> dict[str, fl
     if not decision:
         figures = {k: v for k, v in figures.items() if not k.startswith(("sens", "spec"))}
     return figures
+
+
+def cam_epoch(epochs: int) -> int:
+    """The one training epoch whose sample table gets Grad-CAM: the logged one nearest the
+    middle of the run (samples are logged every ``max(1, epochs // 4)`` epochs)."""
+    every = max(1, epochs // 4)
+    return max(every, (epochs // 2) // every * every)
 
 
 def _overall(metrics: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,97 @@
+"""Warm trial workers: trials forked from a worker that imported wbclf once, each still its
+own process (kill, cores, environment), with the metrics of a cold trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tests.test_sweep_e2e import run_dirs, write_sweep
+from wbclf.sweeps.warm import WarmWorker, warm_enabled, warm_program
+
+TRAIN = str(REPO / "scripts" / "train.py")
+
+
+def test_only_this_checkouts_programs_run_warm(tmp_path):
+    assert warm_program(["/usr/bin/env", sys.executable, TRAIN, "--lr=0.1"]) == \
+        (TRAIN, ["--lr=0.1"])
+    assert warm_program([sys.executable, TRAIN]) == (TRAIN, [])
+    assert warm_program(["/usr/bin/env", "python2", TRAIN]) is None  # another interpreter
+    other = tmp_path / "scripts" / "train.py"  # a program that would import another wbclf
+    other.parent.mkdir()
+    other.write_text("print('hi')\n")
+    assert warm_program([sys.executable, str(other)]) is None
+    assert warm_program([sys.executable, "-m", "wbclf.cli", "train"]) is None
+    assert warm_enabled({"WBCLF_WARM_TRIALS": "1"}) == sys.platform.startswith("linux")
+    assert not warm_enabled({"WBCLF_WARM_TRIALS": "0"})
+
+
+def _parent_and_cores(pid: int) -> tuple[int, str]:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":\t", 1) for line in status if ":\t" in line)
+    return int(fields["PPid"]), fields["Cpus_allowed_list"].strip()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork + /proc")
+def test_a_forked_trial_is_its_own_process(tmp_path, toy_lesions):
+    """A kill ends the trial alone; the worker forks the next one; cores and env apply."""
+    worker = WarmWorker.open(tmp_path / "worker.log")
+    assert worker.proc.poll() is None  # open() refuses a worker whose imports started CUDA
+    try:
+        long_run = [sys.executable, TRAIN, f"--dataset={toy_lesions}", "--epochs=100000",
+                    "--image_size=32", "--width=8", "--wandb_mode=disabled",
+                    f"--out_dir={tmp_path}", "--run_name=long"]
+        trial = worker.start(long_run, env=dict(os.environ), log_path=tmp_path / "long.log",
+                             cpus=[0])
+        assert trial is not None and trial.poll() is None
+        assert _parent_and_cores(trial.pid) == (worker.proc.pid, "0")
+        trial.kill()
+        assert trial.wait(timeout=120) == -signal.SIGKILL
+        assert worker.proc.poll() is None  # the worker lives on
+
+        show = [sys.executable, TRAIN, "--lr=0.25", "--print-config"]
+        env = {**os.environ, "WBCLF_TEST_MARK": "from-the-sweep"}
+        second = worker.start(show, env=env, log_path=tmp_path / "show.log", cpus=None)
+        assert second is not None and second.wait(timeout=120) == 0
+        log = (tmp_path / "show.log").read_text()
+        assert f"warm start (a fork of worker {worker.proc.pid})" in log
+        assert json.loads(log[log.index("{"):])["lr"] == 0.25
+        failing = [sys.executable, TRAIN, "--lr=oops"]
+        third = worker.start(failing, env=env, log_path=tmp_path / "bad.log", cpus=None)
+        assert third is not None and third.wait(timeout=120) == 2
+        assert "wbclf: error:" in (tmp_path / "bad.log").read_text()
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_warm_and_cold_sweeps_give_the_same_metrics(tmp_path, toy_lesions):
+    """The same trials forked warm and started cold: identical val/acc, epoch by epoch."""
+    sweep = write_sweep(tmp_path, "warm", {"lr": {"values": [1.0e-3, 1.0e-2]}})
+    pins = ["--set", f"dataset={toy_lesions}", "--set", "epochs=2", "--set", "image_size=32",
+            "--set", "limit_per_class=20", "--set", "width=8", "--set", "log_samples=4",
+            "--set", "num_workers=0"]
+    histories = {}
+    for mode, switch in (("warm", "1"), ("cold", "0")):
+        out = tmp_path / mode
+        result = run_cli("sweep", str(sweep), *pins, "--out", str(out),
+                         env={"WBCLF_WARM_TRIALS": switch})
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        runs = run_dirs(out)
+        assert len(runs) == 2 and {s["status"] for s in runs.values()} == {"finished"}
+        logs = [(out / "logs" / f"{name}.log").read_text() for name in runs]
+        assert all(("warm start" in text) == (mode == "warm") for text in logs)
+        histories[mode] = {
+            name: [json.loads(line)["val/acc"]
+                   for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+            + [runs[name]["test/acc"]] for name in runs}
+        assert all((out / name / "samples.png").is_file() for name in runs)
+    assert histories["warm"] == histories["cold"]
