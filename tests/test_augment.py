@@ -259,3 +259,15 @@ def test_data_preview_command_writes_the_grid(toy_leaves, tmp_path, capsys):
     assert image is not None and image.shape[0] > 3 * SIZE and image.shape[1] > 5 * SIZE
     code = cli_main(["data", "preview", str(toy_leaves), "--augment", "nope.yaml"])
     assert code == 2 and "nope.yaml': no such file" in capsys.readouterr().err
+
+
+def test_the_report_names_each_runs_pipeline(tmp_path):
+    from wbclf.reporting.collect import collect_studies
+
+    for name, augment in (("a", "strong"), ("b", str(tmp_path / "pipes" / "mine.yaml"))):
+        run_dir = tmp_path / "study" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"augment": augment, "lr": 0.1}))
+        (run_dir / "summary.json").write_text('{"status": "finished", "test/acc": 0.5}')
+    (study,) = collect_studies(tmp_path / "study")
+    assert sorted(run.config["augment"] for run in study.runs) == ["mine.yaml", "strong"]
