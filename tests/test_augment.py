@@ -135,7 +135,8 @@ def test_a_broken_pipeline_file_exits_2_naming_the_transform(tmp_path, capsys, t
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and expected in err, err
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
+    # refused before the data: the run got no further than its config.yaml
+    assert not list(tmp_path.rglob("splits.json")) and not list(tmp_path.rglob("*.pt"))
 
 
 def test_a_file_that_is_not_a_pipeline_is_refused(tmp_path):
