@@ -45,7 +45,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-CASES = ("loader", "epoch", "loop", "frozen_study", "sweep_frozen", "gpu")
+CASES = ("loader", "epoch", "augment", "loop", "frozen_study", "sweep_frozen", "gpu")
 TARGETS = {"loader_speedup": 5.0, "epoch_speedup": 1.3, "loop_efficiency": 0.95,
            "frozen_study_speedup": 10.0, "sweep_frozen_trial_speedup": 10.0}
 PLANT_TRAIN = ("New Plant Diseases Dataset(Augmented)", "New Plant Diseases Dataset(Augmented)",
@@ -181,9 +181,9 @@ def case_loader(s: Settings) -> dict[str, Any]:
     """
     from torchvision.datasets import ImageFolder
 
-    from wbclf.data.batch_augment import LightAugment
     from wbclf.data.cache import build_or_load
     from wbclf.data.datasets import ImageDataset, available_cores, make_train_loader
+    from wbclf.data.transforms import resolve_augment
 
     size, batch = 128, 64
     train_dir = toy_leaves(s.data_dir).joinpath(*PLANT_TRAIN)
@@ -196,7 +196,8 @@ def case_loader(s: Settings) -> dict[str, Any]:
                           progress=False)
     build_s = time.perf_counter() - start
     dataset = ImageDataset(paths=paths, labels=labels, size=size, cache=cache,
-                           rows=np.arange(len(paths)), transform=LightAugment(size))
+                           rows=np.arange(len(paths)),
+                           transform=resolve_augment("light", size).compose)
     plain = ImageDataset(paths=paths, labels=labels, size=size, cache=cache,
                          rows=np.arange(len(paths)))
     warm_files([str(cache.data_path)])
@@ -356,6 +357,37 @@ def case_epoch(s: Settings) -> dict[str, Any]:
     if "wbclf_nchw" in runs:
         figures["wbclf_nchw_epoch_s"] = median(runs["wbclf_nchw"])
         figures["nchw_speedup"] = paired_ratio(runs["baseline"], runs["wbclf_nchw"])
+    return figures
+
+
+def case_augment(s: Settings) -> dict[str, Any]:
+    """What augmentation costs a training epoch at the demo's settings (issue 18).
+
+    The scratch CNN of the epoch case (64 px, batch 64; ``--quick``: 1,024 images) trained
+    with ``augment`` none, light and strong, interleaved. ``light_share`` is the part of a
+    ``light`` epoch that augmentation takes, (light - none) / light per repeat: no faster
+    implementation of the preset can save more than that.
+    """
+    from wbclf.config import build_config
+
+    root = toy_leaves(s.data_dir)
+    timed: dict[str, Callable[[], float]] = {}
+    images = 0
+    for preset in ("none", "light", "strong"):
+        cfg = build_config({
+            "dataset": str(root), "image_size": 64, "width": 32, "depth": 4,
+            "batch_size": 64, "epochs": s.epoch_repeats + 2, "limit_per_class": s.epoch_limit,
+            "log_samples": 0, "wandb_mode": "disabled", "out_dir": str(s.work_dir),
+            "seed": 0, "augment": preset, "run_name": f"augment-{preset}"})
+        run, timed[preset] = _timed_run(s, cfg)
+        images = len(run.plan.loader) * cfg.batch_size
+    runs = interleaved(timed, s.epoch_repeats)
+    shares = [(light - none) / light for light, none in zip(runs["light"], runs["none"])]
+    figures: dict[str, Any] = {"images_per_epoch": images, "image_size": 64, "batch_size": 64,
+                               "light_share": median(shares)}
+    for preset, times in runs.items():
+        figures[f"{preset}_epoch_s"] = median(times)
+        figures[f"{preset}_runs"] = times
     return figures
 
 
@@ -657,7 +689,8 @@ def case_gpu(s: Settings) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "loader": case_loader, "epoch": case_epoch, "loop": case_loop,
-    "frozen_study": case_frozen_study, "sweep_frozen": case_sweep_frozen, "gpu": case_gpu,
+    "augment": case_augment, "frozen_study": case_frozen_study,
+    "sweep_frozen": case_sweep_frozen, "gpu": case_gpu,
 }
 HEADLINES = {"loader": "loader_speedup", "epoch": "epoch_speedup", "loop": "loop_efficiency",
              "frozen_study": "frozen_study_speedup",

@@ -25,7 +25,8 @@ commands:
   report   RUNS_DIR [-o report.html] |
            --wandb ENTITY/PROJECT --sweep ID [--sweep-file FILE.yaml] [--dry-run]
   data     synth {toy-lesions|toy-leaves} --out DIR | inspect PATH_OR_NAME [--json] |
-           download {plant-disease|melanoma}
+           download {plant-disease|melanoma} |
+           preview DATASET [--augment X] [--n 8] [--views 6] [-o preview.png]
   predict  RUN_DIR IMAGE_OR_DIR... [-o predictions.csv] [--top-k K] [--tta] [--cam DIR]
   export   RUN_DIR --format {onnx|torchscript}
 
@@ -76,6 +77,16 @@ def _data_parser() -> argparse.ArgumentParser:
     download = sub.add_parser("download", help="fetch a Kaggle dataset with kagglehub")
     download.add_argument("name", choices=["plant-disease", "melanoma"])
     download.add_argument("--data-dir", default=None)
+    preview = sub.add_parser("preview", help="a grid of augmented views of train images")
+    preview.add_argument("dataset")
+    preview.add_argument("--augment", default="light",
+                         help="a preset (none, light, strong) or a pipeline file")
+    preview.add_argument("--n", type=int, default=8, help="images (rows)")
+    preview.add_argument("--views", type=int, default=6, help="augmented views per image")
+    preview.add_argument("--image-size", type=int, default=128)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("-o", "--out", default="preview.png")
+    preview.add_argument("--data-dir", default=None)
     return parser
 
 
@@ -98,6 +109,14 @@ def cmd_data(argv: Sequence[str]) -> int:
 
         report = inspect_dataset(args.dataset, args.data_dir or default_data_dir())
         print(json.dumps(report, indent=2) if args.json else render_inspection(report))
+        return 0
+    if args.action == "preview":
+        from wbclf.data.preview import write_preview
+
+        path = write_preview(args.dataset, args.data_dir or default_data_dir(), args.augment,
+                             n=args.n, views=args.views, size=args.image_size,
+                             seed=args.seed, out=args.out)
+        print(f"preview written to {path}")
         return 0
     from wbclf.data.sources import download
 

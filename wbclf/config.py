@@ -49,6 +49,11 @@ def _field(default: Any, meaning: str, *choices: str, factory: Any = None) -> An
 
 
 NAMED_DATASETS = ("plant-disease", "melanoma", "toy-lesions", "toy-leaves")
+# The packaged augmentation pipelines (wbclf/data/presets/<name>.yaml); augment= also takes
+# the path of a pipeline file, shown as this placeholder among the field's choices.
+AUGMENT_PRESETS = ("none", "light", "strong")
+AUGMENT_FILE = "FILE"
+AUGMENT_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,8 @@ class RunConfig:
     class_weighting: str = _field("none", "balanced = loss weights from inverse train class "
                                   "counts", "none", "balanced")
     grad_clip: float = _field(1.0, "max gradient norm (0 = off)")
-    augment: str = _field("light", "training augmentation preset (albumentations)",
-                          "none", "light", "strong")
+    augment: str = _field("light", "training augmentation: a preset or an albumentations "
+                          "pipeline file (.yaml/.json)", *AUGMENT_PRESETS, AUGMENT_FILE)
     val_fraction: float = _field(0.15, "share of train carved out as val when the dataset has "
                                  "no val split")
     limit_per_class: int = _field(0, "keep at most N images per class and split (0 = all)")
@@ -262,12 +267,26 @@ def coerce(name: str, value: Any) -> Any:
         value = int(value)
     text = str(value)
     choices = f.metadata.get("choices")
+    if name == "augment":
+        return _augment_value(text, shown)
     if choices and text not in choices:
         lowered = {c.lower(): c for c in choices}
         if text.lower() in lowered:
             return lowered[text.lower()]
         raise ConfigError(f"{name}={shown} is not allowed; allowed: {', '.join(choices)}")
     return text
+
+
+def _augment_value(text: str, shown: Any) -> str:
+    """A preset name (any case) or the path of a pipeline file (checked when a run starts)."""
+    lowered = {p.lower(): p for p in AUGMENT_PRESETS}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    if Path(text).suffix.lower() in AUGMENT_SUFFIXES:
+        return text
+    raise ConfigError(f"augment={shown} is not allowed; allowed: {', '.join(AUGMENT_PRESETS)} "
+                      f"or the path of an albumentations pipeline file "
+                      f"({'/'.join(AUGMENT_SUFFIXES)})")
 
 
 def _check_ranges(cfg: RunConfig) -> None:

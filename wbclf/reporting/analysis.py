@@ -59,7 +59,7 @@ NOUNS = {  # parameter -> (singular, plural) for findings
     "head_hidden": ("head width", "head widths"),
     "unfreeze_epoch": ("unfreeze epoch", "unfreeze epochs"),
     "backbone_lr_mult": ("backbone lr multiplier", "backbone lr multipliers"),
-    "augment": ("augmentation", "augmentation presets"),
+    "augment": ("augmentation pipeline", "augmentation pipelines"),
     "scheduler": ("scheduler", "schedulers"),
     "epochs": ("epoch budget", "epoch budgets"),
 }

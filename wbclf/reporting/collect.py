@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from wbclf.config import AUGMENT_PRESETS
 from wbclf.tracking.loggers import read_metrics
 
 __all__ = ["RunRecord", "Study", "collect_studies", "read_run"]
@@ -141,7 +142,7 @@ def _log_error(log: Path) -> str:
 
 def read_run(path: Path, name: str, study: str) -> RunRecord:
     """Read one run directory."""
-    config = _read_yaml(path / "config.yaml")
+    config = pipeline_named(_read_yaml(path / "config.yaml"))
     summary_path = path / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
     history = read_metrics(path / "metrics.jsonl")
@@ -155,6 +156,18 @@ def read_run(path: Path, name: str, study: str) -> RunRecord:
         error = "no summary.json: the run crashed or is still running"
     return RunRecord(name=name, path=path, study=study, config=config, summary=summary,
                      history=history, status=status, error=error)
+
+
+def pipeline_named(config: dict[str, Any]) -> dict[str, Any]:
+    """``augment`` as the report names it: a preset, or the pipeline file's name.
+
+    A sweep over pipeline files gives each run a path; the tables, plots and findings show
+    ``my_pipeline.yaml`` rather than where it lay on the machine that trained.
+    """
+    augment = config.get("augment")
+    if isinstance(augment, str) and augment not in AUGMENT_PRESETS:
+        config = {**config, "augment": Path(augment).name}
+    return config
 
 
 def _is_run_dir(path: Path) -> bool:

@@ -7,6 +7,7 @@ module never imports wandb, torch or matplotlib.
 Call order a run makes (see ``wbclf.training.run``)::
 
     start(cfg=..., run_dir=..., class_names=..., resume=..., start_epoch=...)
+    log_config(values); log_augment_preview(grid, caption)   # a new run, log_samples > 0
     log_epoch(epoch, metrics)            # every epoch, epoch 1-based
     log_samples(epoch, samples, "val_samples")   # some epochs
     log_evaluation(val); log_evaluation(test)    # best model, after training
@@ -24,7 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from wbclf.atomic import write_text_atomic
+import numpy as np
+
+from wbclf.atomic import write_bytes_atomic, write_text_atomic
 from wbclf.errors import fault_point
 from wbclf.metrics import confusion_matrix, json_safe, per_class_rows
 from wbclf.tracking.predictions import write_predictions
@@ -58,6 +61,9 @@ class Logger(Protocol):
     def log_config(self, values: dict[str, Any]) -> None:
         """Facts about the run known only once it is built (e.g. where the weights came from),
         kept beside the RunConfig fields so runs can be grouped and filtered by them."""
+
+    def log_augment_preview(self, grid: np.ndarray, caption: str) -> None:
+        """The training augmentation as a picture (HWC uint8 RGB), once when a run starts."""
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Scalars of one epoch (1-based): ``train/loss``, ``val/acc``, ``lr``, ``time_s``..."""
@@ -113,6 +119,10 @@ class MultiLogger:
         for logger in self.loggers:
             logger.log_config(values)
 
+    def log_augment_preview(self, grid: np.ndarray, caption: str) -> None:
+        for logger in self.loggers:
+            logger.log_augment_preview(grid, caption)
+
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         for logger in self.loggers:
             logger.log_epoch(epoch, metrics)
@@ -167,6 +177,7 @@ class MemoryLogger:
         self.mistakes: list[SamplePredictions] = []
         self.summary: dict[str, Any] = {}
         self.config: dict[str, Any] = {}
+        self.previews: list[tuple[np.ndarray, str]] = []
         self.status: str | None = None
         self.calls: list[str] = []
 
@@ -187,6 +198,10 @@ class MemoryLogger:
     def log_config(self, values: dict[str, Any]) -> None:
         self.calls.append("log_config")
         self.config.update(values)
+
+    def log_augment_preview(self, grid: np.ndarray, caption: str) -> None:
+        self.calls.append("log_augment_preview")
+        self.previews.append((grid, caption))
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.calls.append("log_epoch")
@@ -291,6 +306,14 @@ class LocalRunLogger:
     def log_config(self, values: dict[str, Any]) -> None:
         """Nothing to write: ``config.yaml`` is the RunConfig alone, and the facts logged here
         (the weight source) reach ``summary.json`` with the summary."""
+
+    def log_augment_preview(self, grid: np.ndarray, caption: str) -> None:
+        """``augment_preview.png``: the grid as is (no figure, so it costs milliseconds)."""
+        import cv2
+
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(grid[..., ::-1]))
+        if ok:
+            write_bytes_atomic(self._dir() / "augment_preview.png", png.tobytes())
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         row = json_safe({"epoch": int(epoch), **metrics})

@@ -319,6 +319,14 @@ class WandbLogger:
         if self.run is not None:
             self.run.config.update(values, allow_val_change=True)
 
+    def log_augment_preview(self, grid: np.ndarray, caption: str) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        # left open: the first epoch's log_epoch commits it, so no row without an epoch
+        self._log({"augment/preview": wandb.Image(grid, caption=caption)}, commit=False)
+
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.run is None:
             return

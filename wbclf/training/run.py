@@ -24,7 +24,9 @@ from wbclf.checkpoint import load_checkpoint, model_state, rng_state, save_atomi
 from wbclf.config import RunConfig, build_config
 from wbclf.data.datasets import DataBundle, prepare_data
 from wbclf.data.splits import save_splits
-from wbclf.data.transforms import DeviceNormalizer
+from wbclf.data.preview import pick_images, preview_grid, preview_title
+from wbclf.data.transforms import (AugmentPipeline, DeviceNormalizer, pipeline_difference,
+                                   resolve_augment)
 from wbclf.device import Hardware, resolve_hardware
 from wbclf.training.calibration import apply_temperature, fit_temperature
 from wbclf.training.chance import chance_verdict
@@ -89,7 +91,8 @@ class Run:
     """The state of one run while it trains (built by :func:`train_run` / :func:`resume_run`)."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, logger: Logger, *,
-                 epoch_callback: EpochCallback | None = None) -> None:
+                 epoch_callback: EpochCallback | None = None,
+                 augment: AugmentPipeline | None = None) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.logger = logger
@@ -99,9 +102,12 @@ class Run:
         self.eval_s = 0.0  # wall time in evaluate_split, this process
         self.hw: Hardware = resolve_hardware(cfg.device, cfg.precision)
         seed_everything(cfg.seed)
+        # before the data: a broken pipeline file fails in a second, not after the cache
+        self.augment = augment or resolve_augment(cfg.augment, cfg.image_size)
         self.data: DataBundle = prepare_data(cfg, progress=self.progress)
         self.data_s = time.perf_counter() - self.started
-        self.plan: TrainingPlan = build_plan(cfg, self.data, self.hw, progress=self.progress)
+        self.plan: TrainingPlan = build_plan(cfg, self.data, self.hw, progress=self.progress,
+                                             augment=self.augment)
         self.model = self.plan.model
         mean, std = self.plan.data_config["mean"], self.plan.data_config["std"]
         self.normalizer = DeviceNormalizer(mean, std, channels_last=self.hw.channels_last
@@ -369,11 +375,12 @@ def oom_message(cfg: RunConfig) -> str:
 
 
 def _start_run(cfg: RunConfig, run_dir: Path, logger: Logger,
-               epoch_callback: EpochCallback | None) -> Run:
+               epoch_callback: EpochCallback | None, augment: AugmentPipeline | None = None
+               ) -> Run:
     """Build the run; a CUDA OOM while it is built (frozen: the backbone's feature pass) is
     the same one-line error as one during training."""
     try:
-        return Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
+        return Run(cfg, run_dir, logger, epoch_callback=epoch_callback, augment=augment)
     except torch.cuda.OutOfMemoryError:
         raise RunError(oom_message(cfg)) from None
 
@@ -397,9 +404,13 @@ def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
         run.logger.start(cfg=cfg, run_dir=run.run_dir, class_names=run.data.classes,
                          resume=resume, start_epoch=run.state.epoch + 1)
         run.logger.log_config({"weights_source": run.plan.weight_source.get("kind", ""),
-                               "weights_detail": run.plan.weight_source.get("detail", "")})
+                               "weights_detail": run.plan.weight_source.get("detail", ""),
+                               "augment_name": run.augment.name,
+                               "augment_pipeline": run.augment.serialized})
         if resume:
             _relog_unlogged_epochs(run)
+        if cfg.log_samples and not resume:
+            _log_augment_preview(run)
         if run.data.skipped:
             print(f"skipped {len(run.data.skipped)} unreadable file(s); listed in summary.json "
                   "under data/skipped_files", flush=True)
@@ -431,6 +442,29 @@ def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
         run.logger.finish(status)
 
 
+PREVIEW_IMAGES, PREVIEW_VIEWS = 8, 6
+
+
+def _log_augment_preview(run: Run) -> None:
+    """The grid of ``wbclf data preview`` for this run's pipeline and train images."""
+    images = pick_images(run.data, PREVIEW_IMAGES, run.cfg.seed)
+    grid = preview_grid(images, run.augment, PREVIEW_VIEWS, run.cfg.seed)
+    dataset = Path(run.cfg.dataset).name
+    run.logger.log_augment_preview(grid, preview_title(run.augment, dataset, PREVIEW_VIEWS))
+
+
+def check_augment_unchanged(run_dir: Path, augment: AugmentPipeline) -> None:
+    """A resumed run must augment as it did: compare with its ``augment.yaml``."""
+    saved = run_dir / "augment.yaml"
+    if not saved.is_file():
+        return  # a run from before augment.yaml existed: nothing to compare with
+    difference = pipeline_difference(saved.read_text(), augment)
+    if difference:
+        raise RunError(f"augment={augment.spec} is not the pipeline this run started with "
+                       f"({difference}); restore it, or start a new run "
+                       f"(the original is {saved})")
+
+
 def train_run(cfg: RunConfig, *, epoch_callback: EpochCallback | None = None,
               group: str | None = None, tags: Sequence[str] = (),
               loggers: Sequence[Logger] | None = None) -> dict[str, Any]:
@@ -442,6 +476,7 @@ def train_run(cfg: RunConfig, *, epoch_callback: EpochCallback | None = None,
                          else default_loggers(cfg, group, tags))
     start = time.perf_counter()
     run = _start_run(cfg, run_dir, logger, epoch_callback)
+    write_text_atomic(run_dir / "augment.yaml", run.augment.to_yaml())
     save_splits(run_dir / "splits.json", run.data.splits, _IndexView(run.data))
     summary = _execute(run, resume=False)
     print(f"run finished in {time.perf_counter() - start:.1f}s: val/acc "
@@ -471,7 +506,9 @@ def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     last = run_dir / "checkpoints" / "last.pt"
     logger = MultiLogger(list(loggers) if loggers is not None
                          else default_loggers(cfg, group, tags))
-    run = _start_run(cfg, run_dir, logger, epoch_callback)
+    augment = resolve_augment(cfg.augment, cfg.image_size)
+    check_augment_unchanged(run_dir, augment)
+    run = _start_run(cfg, run_dir, logger, epoch_callback, augment=augment)
     if last.is_file():
         run.restore(load_checkpoint(last, run.hw.device))
         print(f"resuming {run_dir} after epoch {run.state.epoch}", flush=True)

@@ -15,7 +15,7 @@ from torch import nn
 
 from wbclf.config import RunConfig
 from wbclf.data.datasets import DataBundle
-from wbclf.data.transforms import DeviceNormalizer
+from wbclf.data.transforms import AugmentPipeline, DeviceNormalizer, resolve_augment
 from wbclf.device import Hardware
 from wbclf.models import count_flops, count_params
 from wbclf.models.gradcam import gradcam_for_images
@@ -31,8 +31,10 @@ class TrainingPlan:
 
     def __init__(self, cfg: RunConfig, data: DataBundle, hw: Hardware, model: nn.Module,
                  data_config: dict[str, Any], weight_source: dict[str, str],
-                 *, progress: bool = False) -> None:
+                 *, progress: bool = False, augment: AugmentPipeline | None = None) -> None:
         self.cfg = cfg
+        # the training augmentation (resolved by the run before the data, to fail early)
+        self.augment = augment or resolve_augment(cfg.augment, cfg.image_size)
         self.data = data
         self.hw = hw
         self.model = model

@@ -7,6 +7,7 @@ from torch import nn
 
 from wbclf.config import RunConfig
 from wbclf.data.datasets import DataBundle
+from wbclf.data.transforms import AugmentPipeline
 from wbclf.device import Hardware
 from wbclf.models import create_model, freeze_backbone, model_data_config
 from wbclf.training.plans.base import TrainingPlan
@@ -23,9 +24,10 @@ def _create(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict[str, str]
     return model, {"kind": source.kind, "detail": source.detail}
 
 
-def build_plan(cfg: RunConfig, data: DataBundle, hw: Hardware, *, progress: bool = False
-               ) -> TrainingPlan:
-    """Create the model for ``cfg`` and the plan that trains it."""
+def build_plan(cfg: RunConfig, data: DataBundle, hw: Hardware, *, progress: bool = False,
+               augment: AugmentPipeline | None = None) -> TrainingPlan:
+    """Create the model for ``cfg`` and the plan that trains it (``augment``: the resolved
+    ``cfg.augment``; resolved here when not given)."""
     model, source = _create(cfg, len(data.classes))
     data_config = {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in model_data_config(model).items()}
@@ -36,7 +38,8 @@ def build_plan(cfg: RunConfig, data: DataBundle, hw: Hardware, *, progress: bool
         freeze_backbone(model)
         if cfg.cache_images:
             if supports_feature_cache(model):
-                return FeaturePlan(cfg, data, hw, model, data_config, source, progress=progress)
+                return FeaturePlan(cfg, data, hw, model, data_config, source, progress=progress,
+                                   augment=augment)
             print(f"frozen {cfg.model}: no single classifier module on the pooled features; "
                   "the backbone runs on every batch (no feature cache)", flush=True)
         plan_cls: type[ImagePlan] = FrozenImagePlan
@@ -46,4 +49,5 @@ def build_plan(cfg: RunConfig, data: DataBundle, hw: Hardware, *, progress: bool
         plan_cls = ImagePlan
     if cfg.compile and hw.is_cuda:
         model = torch.compile(model)
-    return plan_cls(cfg, data, hw, model, data_config, source, progress=progress)
+    return plan_cls(cfg, data, hw, model, data_config, source, progress=progress,
+                    augment=augment)

@@ -36,7 +36,7 @@ from torch import nn
 
 from wbclf.atomic import build_once, replacing
 from wbclf.data.datasets import collate_skip_none, resolve_workers
-from wbclf.data.transforms import DeviceNormalizer, build_train_transform
+from wbclf.data.transforms import DeviceNormalizer
 from wbclf.errors import RunError, UserError
 from wbclf.training.engine import evaluate, train_one_epoch
 from wbclf.training.optim import param_groups
@@ -232,7 +232,7 @@ class FeaturePlan(TrainingPlan):
         inner = getattr(self.model, "_orig_mod", self.model)
         (self.head_name,) = classifier_names(inner)
         self.head = inner.get_submodule(self.head_name)
-        self.views = 1 if cfg.augment == "none" else AUGMENTED_VIEWS
+        self.views = 1 if self.augment.compose is None else AUGMENTED_VIEWS
         self.encoder = BackboneEncoder(inner, self.head, self.data_config, self.hw)
         self._as_float = _AsFloat()
         # the backbone's inference batch: what evaluation of the pixel path uses
@@ -283,9 +283,10 @@ class FeaturePlan(TrainingPlan):
         if self.views == 1:
             return base, None
         train_rows = data.rows["train"]
-        aug_parts = {**parts, "augment": cfg.augment, "views": self.views,
+        # the pipeline itself, not its name: an edited file or preset gives new views
+        aug_parts = {**parts, "augment": self.augment.fingerprint, "views": self.views,
                      "train_rows": hashlib.sha256(train_rows.tobytes()).hexdigest()[:16]}
-        print(f"frozen + augment={cfg.augment}: {self.views - 1} augmented views per train "
+        print(f"frozen + augment={self.augment.name}: {self.views - 1} augmented views per train "
               "image are cached (fresh augmentation every epoch: cache_images=false)",
               flush=True)
         views = build_or_load_store(folder, _key(aug_parts), (self.views - 1) * len(train_rows),
@@ -306,9 +307,8 @@ class FeaturePlan(TrainingPlan):
         n = len(self.data.splits["train"])
         seeds = np.random.default_rng(_VIEW_SEED).integers(0, 2**31 - 1, size=(self.views - 1, n))
         order = [(i, int(seeds[v, i])) for v in range(self.views - 1) for i in range(n)]
-        transform = build_train_transform(cfg.augment, cfg.image_size)
-        dataset = self.data.dataset("train", transform)
-        workers = resolve_workers(cfg.num_workers, augment=cfg.augment)
+        dataset = self.data.dataset("train", self.augment.compose)
+        workers = resolve_workers(cfg.num_workers, augment=self.augment.name)
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.encode_batch, sampler=order,
                                              num_workers=workers, collate_fn=collate_skip_none,
                                              pin_memory=self.hw.pin_memory)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from wbclf.data.batch_augment import build_batch_augment
 from wbclf.data.datasets import iter_eval_batches, make_train_loader, resolve_workers
 from wbclf.models import backbone_parameters, freeze_backbone, head_parameters, unfreeze_backbone
 from wbclf.training.engine import evaluate, train_one_epoch
@@ -26,10 +25,10 @@ class ImagePlan(TrainingPlan):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.cfg
-        augment = build_batch_augment(cfg.augment, cfg.image_size)
-        self.workers = resolve_workers(cfg.num_workers, augment=cfg.augment,
-                                       device=self.hw.device)
-        self.train_set = self.data.dataset("train", augment)
+        compose = self.augment.compose
+        self.workers = resolve_workers(cfg.num_workers, augment="none" if compose is None
+                                       else self.augment.name, device=self.hw.device)
+        self.train_set = self.data.dataset("train", compose)
         self.loader = make_train_loader(self.train_set, batch_size=cfg.batch_size,
                                         workers=self.workers, seed=cfg.seed,
                                         pin_memory=self.hw.pin_memory,
