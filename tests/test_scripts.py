@@ -21,7 +21,7 @@ def test_benchmark_refuses_an_unknown_case():
     result = _script("scripts/benchmark.py", "--cases", "loop,nope")
     assert result.returncode == 2
     assert result.stderr.strip() == ("benchmark: unknown case(s) ['nope']; allowed: loader, "
-                                     "epoch, loop, frozen_study, gpu")
+                                     "epoch, augment, loop, frozen_study, sweep_frozen, gpu")
 
 
 @pytest.mark.slow
