@@ -103,6 +103,8 @@ class RunConfig:
     num_workers: str = _field("auto", "data-loading worker processes: auto or a count")
     cache_images: bool = _field(True, "decode images once into a shared memory-mapped cache "
                                 "(frozen: also cache backbone features)")
+    test_dedup: bool = _field(False, "drop test images that near-duplicate a train or val image "
+                              "(as `wbclf data audit` finds them) before evaluation")
     log_samples: int = _field(32, "sample predictions logged per evaluation (0 = none)")
     wandb_mode: str = _field("auto", "auto = online when logged in, else offline",
                              "auto", "online", "offline", "disabled")
@@ -128,7 +130,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Ru
 # The fields by purpose: the sections of ``wbclf train --help`` and of the docs' field table.
 GROUPS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "data_dir", "image_size", "augment", "val_fraction", "limit_per_class",
-             "cache_images"),
+             "cache_images", "test_dedup"),
     "model": ("model", "width", "depth", "blocks_per_stage", "batch_norm", "residual",
               "dropout"),
     "transfer": ("strategy", "pretrained_file", "head_hidden", "backbone_lr_mult",

@@ -49,11 +49,13 @@ def fingerprint(image: np.ndarray) -> np.ndarray:
     return (features / norm if norm > 0 else features).astype(np.float32)
 
 
-def fingerprints(images: Iterable[np.ndarray], count: int) -> np.ndarray:
-    """Stack the fingerprints of ``count`` images (an iterable of HWC uint8 arrays)."""
+def fingerprints(images: Iterable[np.ndarray | None], count: int) -> np.ndarray:
+    """Stack the fingerprints of ``count`` images (HWC uint8 arrays; None, an image that did
+    not decode, gets a zero row, which matches nothing)."""
     out = np.zeros((count, FREQS * RINGS * 3), np.float32)
     for i, image in enumerate(images):
-        out[i] = fingerprint(np.asarray(image))
+        if image is not None:
+            out[i] = fingerprint(np.asarray(image))
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from wbclf.reporting import analysis as A
 from wbclf.reporting import figures as F
 from wbclf.reporting.collect import RunRecord, Study
+from wbclf.reporting.leakage import leak_columns, leak_findings
 
 __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_document"]
 
@@ -155,6 +156,7 @@ def runs_table(an: A.StudyAnalysis) -> Table:
     """Finished runs, best first: varied values, the metrics, size and training time."""
     metric_cols = [an.metric] if an.metric != "val/acc" else []
     metric_cols += ["val/acc", "test/acc", "test/macro_f1"] + (["test/auc"] if an.binary else [])
+    metric_cols += leak_columns(an.finished)
     params = [p for p in an.params]
     columns = ["#", "run", *[p.name for p in params], *metric_cols, "params", "train time (s)",
                "best epoch"]
@@ -238,7 +240,7 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
     b.add(Text(f"Folder {where}; compared on {an.metric} ({an.goal})"
                + (f"; fixed: {fixed}" if fixed else "") + ".", "note"))
     b.add(Heading(3, "Findings", f"{key}-findings"))
-    b.add(Bullets(A.findings(an)))
+    b.add(Bullets(A.findings(an) + leak_findings(an.finished)))
     if an.finished:
         b.add(Heading(3, "Runs, best first", f"{key}-runs"))
         b.add(runs_table(an))

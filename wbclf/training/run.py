@@ -29,6 +29,7 @@ from wbclf.device import Hardware, resolve_hardware
 from wbclf.training.engine import FitState, fit, progress_enabled
 from wbclf.errors import DivergedError, RunError
 from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
+from wbclf.training.leakage import leak_views
 from wbclf.training.optim import build_optimizer, build_scheduler, current_lrs
 from wbclf.tracking.records import Evaluation, SamplePredictions
 from wbclf.training.plans.base import TrainingPlan
@@ -234,8 +235,10 @@ class Run:
             val = self.evaluate_split("val", threshold)
             for key in ("sensitivity", "specificity", "threshold"):
                 summary[f"val/{key}"] = val.metrics[key]
-        test = self.evaluate_split("test", threshold)
+        test, leak_figures = leak_views(self.evaluate_split("test", threshold),
+                                        self.data.leaked_test, self.cfg.test_dedup)
         summary.update(M.prefixed(test.metrics, "test/"))
+        summary.update(leak_figures)
         self.logger.log_evaluation(val)
         self.logger.log_evaluation(test)
         if self.cfg.log_samples:
@@ -255,7 +258,7 @@ class Run:
             if self.state.train_time_s > 0 else 0.0,
             "data/train_images": len(self.data.splits["train"]),
             "data/val_images": len(self.data.splits["val"]),
-            "data/test_images": len(self.data.splits["test"]),
+            "data/test_images": len(test.labels),
             "data/skipped": len(self.data.skipped),
             "data/skipped_files": self.data.skipped,
             "data/warnings": self.data.warnings,
