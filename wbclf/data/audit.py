@@ -63,9 +63,12 @@ def load_audit_images(dataset: str, data_dir: str | Path, *, val_fraction: float
     return images, info
 
 
-def audit(images: AuditImages, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
-    """Near-duplicate pairs of ``images`` with counts per split pair and leaked images."""
-    prints = fingerprints(images.images, len(images.paths))
+def audit(images: AuditImages, threshold: float = DEFAULT_THRESHOLD, *,
+          prints: np.ndarray | None = None) -> dict[str, Any]:
+    """Near-duplicate pairs of ``images`` with counts per split pair and leaked images
+    (``prints``: their fingerprints, when already computed)."""
+    if prints is None:
+        prints = fingerprints(images.images, len(images.paths))
     rank = {name: i for i, name in enumerate(SPLITS)}
     pairs = []
     counts = dict.fromkeys(PAIR_NAMES, 0)
