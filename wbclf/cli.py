@@ -21,6 +21,7 @@ USAGE = """usage: wbclf COMMAND ...
 
 commands:
   train    [--config FILE.yaml] [--key=value ...] [--print-config] [--resume RUN_DIR]
+  lr-find  [--key=value ...] [--steps N] [--start-lr LR] [--end-lr LR] [--plot PNG] [--json]
   sweep    SWEEP.yaml [--set key=value ...] [--count N] [--workers N] [--storage URL] [--out DIR]
   report   RUNS_DIR [-o report.html] |
            --wandb ENTITY/PROJECT --sweep ID [--sweep-file FILE.yaml] [--dry-run]
@@ -128,6 +129,12 @@ def cmd_data(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_lr_find(argv: Sequence[str]) -> int:
+    from wbclf.training.lr_find_main import main as lr_find_main
+
+    return lr_find_main(argv)
+
+
 def cmd_sweep(argv: Sequence[str]) -> int:
     from wbclf.sweeps.main import main as sweep_main
 
@@ -154,6 +161,7 @@ def cmd_export(argv: Sequence[str]) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "lr-find": cmd_lr_find,
     "sweep": cmd_sweep,
     "report": cmd_report,
     "data": cmd_data,

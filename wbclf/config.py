@@ -78,7 +78,8 @@ class RunConfig:
     backbone_lr_mult: float = _field(0.1, "finetune: backbone learning rate = lr x this")
     unfreeze_epoch: int = _field(0, "finetune: head-only epochs before the backbone trains")
     optimizer: str = _field("adamw", "adamw, or sgd (momentum 0.9, Nesterov)", "adamw", "sgd")
-    lr: float = _field(1.0e-3, "peak learning rate (of the head, for finetune)")
+    lr: float = _field(1.0e-3, "peak learning rate (of the head, for finetune); auto = "
+                       "pick it with the range test (`wbclf lr-find`) first")
     weight_decay: float = _field(1.0e-4, "decoupled weight decay (not on norms and biases)")
     scheduler: str = _field("cosine", "learning-rate schedule over all steps",
                             "cosine", "onecycle", "step", "none")
@@ -180,6 +181,9 @@ ALIASES = {
     "weights": "pretrained_file",
 }
 
+# number fields that also take "auto" (the value is then chosen at run time)
+AUTO_FIELDS = {"lr"}
+
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 _NULLS = {"none", "null", ""}
@@ -240,14 +244,17 @@ def coerce(name: str, value: Any) -> Any:
         if not math.isfinite(number) or number != int(number):
             raise ConfigError(f"{name}={shown} is not an integer")
         return int(number)
+    if name in AUTO_FIELDS and isinstance(value, str) and value.lower() == "auto":
+        return "auto"
     if kind == "float":
         if isinstance(value, bool):
             raise ConfigError(f"{name}={shown} is not a number")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}={shown} is not a number (write e.g. 1e-3 or 0.001)"
-                              ) from None
+            also = " or auto" if name in AUTO_FIELDS else ""
+            raise ConfigError(f"{name}={shown} is not a number (write e.g. 1e-3 or 0.001"
+                              f"{also})") from None
         if not math.isfinite(number):
             raise ConfigError(f"{name}={shown} must be a finite number")
         return number
@@ -281,8 +288,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 0")
-    if cfg.lr <= 0:
-        raise ConfigError(f"lr={cfg.lr} must be > 0")
+    if cfg.lr != "auto" and cfg.lr <= 0:
+        raise ConfigError(f"lr={cfg.lr} must be > 0 (or auto)")
     if cfg.backbone_lr_mult < 0:
         raise ConfigError(f"backbone_lr_mult={cfg.backbone_lr_mult} must be >= 0")
     for name in ("dropout", "label_smoothing"):
@@ -460,7 +467,7 @@ def field_rows() -> list[tuple[str, str, str, str, str]]:
         for name in names:
             f = FIELDS[name]
             kind = "|".join(f.metadata["choices"]) if f.metadata.get("choices") \
-                else _type_name(f)
+                else _type_name(f) + ("|auto" if name in AUTO_FIELDS else "")
             default = "(env/cache)" if name == "data_dir" else str(getattr(defaults, name))
             rows.append((group, name, kind, default, f.metadata["help"]))
     return rows

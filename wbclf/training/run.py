@@ -30,6 +30,7 @@ from wbclf.training.engine import FitState, fit, progress_enabled
 from wbclf.errors import DivergedError, RunError
 from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
 from wbclf.training.leakage import leak_views
+from wbclf.training.lr_find import range_test
 from wbclf.training.optim import build_optimizer, build_scheduler, current_lrs
 from wbclf.tracking.records import Evaluation, SamplePredictions
 from wbclf.training.plans.base import TrainingPlan
@@ -103,6 +104,9 @@ class Run:
         self.normalizer = DeviceNormalizer(mean, std, channels_last=self.hw.channels_last
                                            ).to(self.hw.device)
         self.criterion = self._criterion()
+        self.lr_find: dict[str, Any] = {}  # the range test's figures when lr=auto
+        if cfg.lr == "auto":
+            cfg = self._choose_lr()
         self.optimizer = build_optimizer(cfg.optimizer, self.plan.param_groups, cfg.lr,
                                          cfg.weight_decay)
         steps = cfg.epochs * self.plan.steps_per_epoch
@@ -114,6 +118,18 @@ class Run:
         self.state = FitState()
         val_labels = self.data.labels("val")
         self.sample_rows = pick_sample_indices(val_labels, cfg.log_samples, cfg.seed)
+
+    def _choose_lr(self) -> RunConfig:
+        """lr=auto: the range test on this run's model and data; training then starts from
+        the same initial weights at the suggested lr."""
+        found = range_test(self.plan, self.cfg, self.criterion, self.normalizer)
+        self.lr_find = {"lr_find/lr": found.suggestion, "lr_find/rule": found.rule,
+                        "lr_find/min_loss_lr": found.min_loss_lr,
+                        "lr_find/steps": len(found.lrs)}
+        print(f"lr=auto: the range test suggests lr={found.suggestion:.3g} (rule "
+              f"{found.rule}, {len(found.lrs)} steps)", flush=True)
+        self.cfg = self.plan.cfg = self.cfg.replace(lr=found.suggestion)
+        return self.cfg
 
     def _criterion(self) -> torch.nn.Module:
         weight = None
@@ -139,6 +155,7 @@ class Run:
             "data_config": self.plan.data_config,
             "weights": self.plan.weight_source,
             "format": 1,
+            "lr_find": self.lr_find,
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -267,6 +284,7 @@ class Run:
             "device": str(self.hw.device),
         })
         summary.update(self.plan.extra_summary())
+        summary.update(self.lr_find)
         return summary
 
 
@@ -379,9 +397,15 @@ def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     changes = {k: v for k, v in (overrides or {}).items() if k in allowed}
     cfg = build_config(saved, changes)
     last = run_dir / "checkpoints" / "last.pt"
+    lr_find: dict[str, Any] = {}
+    if cfg.lr == "auto" and last.is_file():
+        # keep the lr the range test chose when the run started; do not test again
+        ckpt = load_checkpoint(last, "cpu")
+        cfg, lr_find = cfg.replace(lr=ckpt["config"]["lr"]), ckpt.get("lr_find") or {}
     logger = MultiLogger(list(loggers) if loggers is not None
                          else default_loggers(cfg, group, tags))
     run = Run(cfg, run_dir, logger, epoch_callback=epoch_callback)
+    run.lr_find = run.lr_find or lr_find
     if last.is_file():
         run.restore(load_checkpoint(last, run.hw.device))
         print(f"resuming {run_dir} after epoch {run.state.epoch}", flush=True)
