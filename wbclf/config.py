@@ -95,6 +95,9 @@ class RunConfig:
     val_fraction: float = _field(0.15, "share of train carved out as val when the dataset has "
                                  "no val split")
     limit_per_class: int = _field(0, "keep at most N images per class and split (0 = all)")
+    train_size: float = _field(1.0, "training images: a fraction of each class (0 < x <= 1) or "
+                               "N per class (x > 1); nested across sizes for a seed; val and "
+                               "test unchanged")
     early_stopping: int = _field(0, "stop after N epochs without a better val/acc (0 = off)")
     seed: int = _field(0, "seeds the val carve, initialization, augmentation and batch order")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -131,7 +134,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Ru
 # The fields by purpose: the sections of ``wbclf train --help`` and of the docs' field table.
 GROUPS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "data_dir", "image_size", "augment", "val_fraction", "limit_per_class",
-             "cache_images", "test_dedup"),
+             "train_size", "cache_images", "test_dedup"),
     "model": ("model", "width", "depth", "blocks_per_stage", "batch_norm", "residual",
               "dropout"),
     "transfer": ("strategy", "pretrained_file", "head_hidden", "backbone_lr_mult",
@@ -295,6 +298,9 @@ def _check_ranges(cfg: RunConfig) -> None:
     for name in ("dropout", "label_smoothing"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be in [0, 1)")
+    if cfg.train_size <= 0 or (cfg.train_size > 1 and not float(cfg.train_size).is_integer()):
+        raise ConfigError(f"train_size={cfg.train_size} is not allowed; allowed: a fraction in "
+                          "(0, 1] or a whole number of images per class (> 1)")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ConfigError(f"val_fraction={cfg.val_fraction} must be in (0, 1)")
     if cfg.image_size < 16:

@@ -18,7 +18,7 @@ from wbclf.data.cache import ImageCache, build_or_load, load_image
 from wbclf.data.layouts import DatasetError, Sample, index_dataset
 from wbclf.data.sources import resolve_dataset
 from wbclf.data.dedup import fingerprints, has_match
-from wbclf.data.splits import SPLITS, make_splits
+from wbclf.data.splits import SPLITS, make_splits, subsample_train
 
 
 @dataclass
@@ -402,6 +402,7 @@ def prepare_data(cfg, *, progress: bool | None = None, cache_dir: str | None = N
                            "classification needs at least 2 class folders")
     splits = make_splits(index, val_fraction=cfg.val_fraction, seed=cfg.seed,
                          limit_per_class=cfg.limit_per_class)
+    splits["train"] = subsample_train(splits["train"], cfg.train_size, cfg.seed)
     for name in ("train", "val", "test"):
         if not splits[name]:
             raise DatasetError(f"split '{name}' of dataset '{cfg.dataset}' is empty; each "

@@ -1,0 +1,44 @@
+"""train_size: stratified, nested training subsets; val and test never change."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from wbclf.config import ConfigError, build_config
+from wbclf.data.datasets import prepare_data
+
+
+def _splits(dataset, tmp_path, **kw):
+    cfg = build_config({"dataset": str(dataset), "image_size": 32, "cache_images": False,
+                        "out_dir": str(tmp_path), **kw})
+    data = prepare_data(cfg)
+    return {name: [s.path for s in samples] for name, samples in data.splits.items()}, data
+
+
+def test_subsets_are_nested_stratified_and_leave_val_and_test_alone(toy_lesions, tmp_path):
+    full, data = _splits(toy_lesions, tmp_path)
+    per_class = Counter(s.label for s in data.splits["train"])
+    previous: set[str] = set()
+    for size in (0.1, 0.25, 0.5, 1.0):
+        splits, sub = _splits(toy_lesions, tmp_path, train_size=size)
+        train = set(splits["train"])
+        assert previous <= train and len(train) > len(previous)  # nested, growing
+        counts = Counter(s.label for s in sub.splits["train"])
+        for label, n in per_class.items():
+            assert counts[label] == max(1, round(size * n))  # stratified
+        assert splits["val"] == full["val"] and splits["test"] == full["test"]
+        previous = train
+    assert previous == set(full["train"])
+    ten, _ = _splits(toy_lesions, tmp_path, train_size=10)
+    assert set(ten["train"]) <= set(_splits(toy_lesions, tmp_path, train_size=20)[0]["train"])
+    assert len(ten["train"]) == 10 * len(per_class)
+    other_seed, _ = _splits(toy_lesions, tmp_path, train_size=10, seed=1)
+    assert set(other_seed["train"]) != set(ten["train"])
+
+
+@pytest.mark.parametrize("bad", ["0", "-0.5", "2.5"])
+def test_bad_train_size_is_one_line(bad):
+    with pytest.raises(ConfigError, match="train_size") as err:
+        build_config({"train_size": bad})
+    assert "\n" not in str(err.value)
