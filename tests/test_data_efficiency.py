@@ -42,3 +42,28 @@ def test_bad_train_size_is_one_line(bad):
     with pytest.raises(ConfigError, match="train_size") as err:
         build_config({"train_size": bad})
     assert "\n" not in str(err.value)
+
+
+def test_report_plots_the_curves_and_says_where_they_cross(tmp_path):
+    from tests.test_report import _write_run, parse_html
+    from wbclf.reporting.main import write_local_report
+
+    root = tmp_path / "runs"
+    accs = {"frozen": (0.80, 0.85, 0.87), "scratch": (0.60, 0.80, 0.90)}
+    for strategy, values in accs.items():
+        for size, images, acc in zip((0.1, 0.5, 1.0), (100, 500, 1000), values):
+            for seed in (0, 1):
+                name = f"{strategy}-{size}-{seed}"
+                config = {"dataset": "melanoma", "model": "tf_efficientnet_lite0",
+                          "strategy": strategy, "train_size": size, "seed": seed,
+                          "run_name": name}
+                summary = {"status": "finished", "val/acc": acc + seed / 100,
+                           "test/acc": acc, "data/train_images": images, "best_epoch": 1}
+                _write_run(root / name, config, summary, [{"epoch": 1, "val/acc": acc}])
+    out = tmp_path / "report.html"
+    write_local_report(root, out)
+    page = parse_html(out)
+    assert any(h.startswith("Data efficiency") for h in page.headings)
+    assert any("cross between 500 and 1000 training images" in f
+               and "frozen leads below, scratch above" in f for f in page.findings)
+    assert any(p.name.endswith("efficiency.png") for p in (tmp_path / "report_files").iterdir())

@@ -16,6 +16,7 @@ from pathlib import Path
 from wbclf.reporting import analysis as A
 from wbclf.reporting import figures as F
 from wbclf.reporting.collect import RunRecord, Study
+from wbclf.reporting.curves import crossings, efficiency_curves, efficiency_figure
 from wbclf.reporting.leakage import leak_columns, leak_findings
 
 __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_document"]
@@ -274,8 +275,25 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
         b.add(Heading(3, "Width x depth", f"{key}-heatmap"))
         b.figure(F.heatmap_figure(an, names["width"], names["depth"], facets, an.metric),
                  f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell.")
+    if "train_size" in names:
+        _efficiency_section(b, an, key)
     _per_class_section(b, an, key, facets)
     _best_run_section(b, an, key)
+
+
+def _efficiency_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
+    """Metric against training images per strategy, and where the curves cross."""
+    for facet, runs in an.dataset_groups():
+        curves = efficiency_curves(runs, an.metric)
+        if not curves:
+            continue
+        where = f" ({facet})" if facet else ""
+        b.add(Heading(3, f"Data efficiency{where}", f"{key}-efficiency{slug(facet or '')}"))
+        b.add(Bullets(crossings(curves, an.metric) or ["Too few sizes to compare."]))
+        b.figure(efficiency_figure(curves, an.metric),
+                 f"{key}-efficiency{('-' + slug(facet)) if facet else ''}.png",
+                 f"{an.metric} against training images per strategy (log x; mean and ± 1 "
+                 "std over seeds).")
 
 
 def _per_class_section(b: _Builder, an: A.StudyAnalysis, key: str,
