@@ -16,6 +16,7 @@ from pathlib import Path
 from wbclf.reporting import analysis as A
 from wbclf.reporting import figures as F
 from wbclf.reporting.collect import RunRecord, Study
+from wbclf.reporting.cost import SIZE_FIELDS, cost_figure, cost_findings
 from wbclf.reporting.curves import crossings, efficiency_curves, efficiency_figure
 from wbclf.reporting.leakage import leak_columns, leak_findings
 
@@ -277,8 +278,21 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
                  f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell.")
     if "train_size" in names:
         _efficiency_section(b, an, key)
+    if any(name in names for name in SIZE_FIELDS):
+        _cost_section(b, an, key)
     _per_class_section(b, an, key, facets)
     _best_run_section(b, an, key)
+
+
+def _cost_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
+    """The metric against parameters, FLOPs and latency; the Pareto-optimal runs named."""
+    fig = cost_figure(an.finished, an.metric)
+    if fig is None:
+        return
+    b.add(Heading(3, "Accuracy against cost", f"{key}-cost"))
+    b.add(Bullets(cost_findings(an.finished, an.metric)))
+    b.figure(fig, f"{key}-cost.png", f"{an.metric} against parameters, FLOPs and measured "
+             "inference latency (log x); the line joins the Pareto-optimal runs.")
 
 
 def _efficiency_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
