@@ -67,3 +67,47 @@ def test_report_plots_the_curves_and_says_where_they_cross(tmp_path):
     assert any("cross between 500 and 1000 training images" in f
                and "frozen leads below, scratch above" in f for f in page.findings)
     assert any(p.name.endswith("efficiency.png") for p in (tmp_path / "report_files").iterdir())
+
+
+@pytest.mark.slow
+def test_real_runs_at_two_sizes_give_a_report_with_the_curve(toy_lesions, tmp_path):
+    """The data_efficiency study in miniature: 2 strategies x 2 sizes, trained for real."""
+    from tests.test_report import parse_html
+    from wbclf.reporting.main import write_local_report
+    from wbclf.training.run import train_run
+
+    root = tmp_path / "runs"
+    for strategy in ("scratch", "frozen"):
+        images = {}
+        for size in (0.25, 1.0):
+            cfg = build_config({"dataset": str(toy_lesions), "model": "tf_efficientnet_lite0",
+                                "strategy": strategy, "train_size": size, "image_size": 32,
+                                "epochs": 1, "batch_size": 16, "log_samples": 0,
+                                "out_dir": str(root), "run_name": f"{strategy}-{size}",
+                                "wandb_mode": "disabled", "num_workers": "0"})
+            images[size] = train_run(cfg)["data/train_images"]
+        assert images[0.25] < images[1.0]
+    out = tmp_path / "report.html"
+    write_local_report(root, out)
+    page = parse_html(out)
+    assert any(h.startswith("Data efficiency") for h in page.headings)
+    assert any("frozen" in f and "scratch" in f and "training images" in f
+               and ("cross" in f or "level" in f) for f in page.findings), page.findings
+    assert any(p.name.endswith("efficiency.png") for p in (tmp_path / "report_files").iterdir())
+
+
+def test_crossings_skip_ties():
+    from wbclf.reporting.curves import Point, crossings
+
+    def curve(values):
+        return [Point(s, n, v, 0.0, 1) for s, n, v in zip((0.1, 0.5, 1.0), (10, 50, 100),
+                                                           values)]
+
+    level = crossings({"frozen": curve((0.5, 0.6, 0.7)), "scratch": curve((0.5, 0.6, 0.7))},
+                      "val/acc")
+    assert level == ["frozen and scratch are level on val/acc at every size (10 to 100 "
+                     "training images)."]
+    tie_first = crossings({"frozen": curve((0.5, 0.8, 0.7)),
+                           "scratch": curve((0.5, 0.6, 0.9))}, "val/acc")
+    assert tie_first == ["The frozen and scratch curves cross between 50 and 100 training "
+                         "images: frozen leads below, scratch above."]

@@ -59,20 +59,25 @@ def crossings(curves: dict[str, list[Point]], metric: str) -> list[str]:
         if len(shared) < 2:
             continue
         shared.sort(key=lambda pair: pair[0].images)
+        span = f"{int(shared[0][0].images)} to {int(shared[-1][0].images)} training images"
         gaps = [pa.mean - pb.mean for pa, pb in shared]
-        changes = [i for i in range(1, len(gaps)) if np.sign(gaps[i]) != np.sign(gaps[i - 1])
-                   and gaps[i] != 0 and gaps[i - 1] != 0]
-        if not changes:
-            leader = a if gaps[0] > 0 else b
-            sentences.append(f"{leader} leads {b if leader == a else a} on {metric} at every "
-                             f"training-set size ({int(shared[0][0].images)} to "
-                             f"{int(shared[-1][0].images)} images): the curves do not cross.")
+        # sizes where one leads (ties neither start nor end a lead)
+        leads = [(i, a if gap > 0 else b) for i, gap in enumerate(gaps) if gap != 0]
+        if not leads:
+            sentences.append(f"{a} and {b} are level on {metric} at every size ({span}).")
             continue
-        for i in changes:
-            before = a if gaps[i - 1] > 0 else b
-            after = a if gaps[i] > 0 else b
+        changes = [(i, j) for (i, first), (j, second) in zip(leads, leads[1:])
+                   if first != second]
+        if not changes:
+            leader = leads[0][1]
+            sentences.append(f"{leader} leads {b if leader == a else a} on {metric} at every "
+                             f"size where they differ ({span}): the curves do not cross.")
+            continue
+        for i, j in changes:
+            before = a if gaps[i] > 0 else b
+            after = a if gaps[j] > 0 else b
             sentences.append(f"The {a} and {b} curves cross between "
-                             f"{int(shared[i - 1][0].images)} and {int(shared[i][0].images)} "
+                             f"{int(shared[i][0].images)} and {int(shared[j][0].images)} "
                              f"training images: {before} leads below, {after} above.")
     return sentences
 
