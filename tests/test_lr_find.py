@@ -90,3 +90,30 @@ def test_lr_auto_runs_the_range_test_and_records_the_choice(toy_lesions, tmp_pat
     wb = read_offline_run(tmp_path / "auto")
     assert wb.config["lr"] == pytest.approx(chosen)
     assert wb.summary["lr_find/lr"] == pytest.approx(chosen)
+
+
+def test_bad_range_is_one_line():
+    proc = run_cli("lr-find", "--steps=3")
+    assert proc.returncode == 2 and "steps >= 10" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_resumed_lr_auto_run_keeps_the_lr_it_chose(toy_lesions, tmp_path, capsys):
+    from wbclf.training.run import resume_run
+
+    cfg = build_config({**_fields(TINY), "dataset": str(toy_lesions), "epochs": 2,
+                        "lr": "auto", "out_dir": str(tmp_path), "run_name": "auto",
+                        "wandb_mode": "disabled", "log_samples": 0})
+
+    def stop_after_first_epoch(epoch, figures):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, epoch_callback=stop_after_first_epoch)
+    first = capsys.readouterr().out
+    chosen = float(first.split("suggests lr=")[1].split()[0])
+    summary = resume_run(tmp_path / "auto")
+    assert "range test" not in capsys.readouterr().out  # not tested again
+    assert summary["lr_find/lr"] == pytest.approx(chosen, rel=1e-2)
+    assert summary["epochs_run"] == 2
