@@ -127,3 +127,24 @@ def test_audit_cli_json_shape_and_contact_sheet(leaky_leaves, tmp_path):
 
     bad = run_cli("data", "audit", str(leaky_leaves), "--threshold", "5")
     assert bad.returncode == 2 and "threshold" in bad.stderr and "\n" not in bad.stderr.strip()
+
+
+def test_tree_searches_match_brute_force_at_the_threshold():
+    from wbclf.data.dedup import DEFAULT_THRESHOLD, has_match, near_pairs
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((2000, 576)).astype(np.float32)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    query = rng.standard_normal((300, 576)).astype(np.float32)
+    # copies with noise spread across the threshold: some inside, some just outside
+    noise = rng.uniform(0, 0.006, (60, 1)) * rng.standard_normal((60, 576))
+    query[:60] = reference[:60] + noise
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    brute = (1.0 - query @ reference.T).min(axis=1) <= DEFAULT_THRESHOLD
+    assert 10 < brute.sum() < 60
+    assert (has_match(query, reference) == brute).all()
+
+    both = np.concatenate([reference, query])
+    distance = 1.0 - both @ both.T
+    rows, cols = np.nonzero(np.triu(distance <= DEFAULT_THRESHOLD, k=1))
+    assert {(p.a, p.b) for p in near_pairs(both)} == set(zip(rows.tolist(), cols.tolist()))

@@ -25,7 +25,6 @@ RINGS = 24  # radial samples from the centre to 0.95 of the inscribed radius
 ANGLES = 64  # angular samples per ring
 FREQS = 8  # |Fourier coefficient| of angular frequencies 0..FREQS-1 per ring and channel
 DEFAULT_THRESHOLD = 0.005  # measured on toy-leaves: docs/DATA_AUDIT.md
-_BLOCK = 2048  # rows per block of a brute-force search (2048 x 2048 float32 = 16 MiB)
 _PCA_DIMS = 16  # directions the pair search indexes
 _PCA_SAMPLE = 20000  # fingerprints the directions are estimated from
 _CHUNK = 1 << 20  # candidate pairs checked at a time
@@ -86,11 +85,7 @@ def near_pairs(prints: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list
     from scipy.spatial import cKDTree  # lazy: start-up time of the CLI
 
     radius = float(np.sqrt(2.0 * threshold))  # |a - b|^2 = 2 (1 - cos) for unit vectors
-    centre = prints.mean(axis=0)
-    sample = prints[np.linspace(0, n - 1, min(n, _PCA_SAMPLE)).astype(np.int64)] - centre
-    # eigenvectors of the small d x d scatter matrix: far quicker than an SVD of the sample
-    _, vectors = np.linalg.eigh(sample.T.astype(np.float64) @ sample)
-    directions = vectors[:, ::-1][:, :_PCA_DIMS].astype(np.float32)
+    centre, directions = _principal_directions(prints)
     projected = (prints - centre) @ directions
     candidates = cKDTree(projected).query_pairs(radius * (1 + 1e-6), output_type="ndarray")
     pairs: list[Pair] = []
@@ -106,13 +101,31 @@ def near_pairs(prints: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list
 
 def has_match(query: np.ndarray, reference: np.ndarray,
               threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """A bool per ``query`` row: is any ``reference`` fingerprint within ``threshold``?"""
+    """A bool per ``query`` row: is any ``reference`` fingerprint within ``threshold``?
+
+    Exact, like :func:`near_pairs`: candidates from a k-d tree of the reference projected
+    on principal directions, each checked on the whole fingerprint.
+    """
     found = np.zeros(len(query), bool)
     if not len(query) or not len(reference):
         return found
-    for start in range(0, len(query), _BLOCK):
-        block = query[start:start + _BLOCK]
-        for other in range(0, len(reference), _BLOCK):
-            similarity = block @ reference[other:other + _BLOCK].T
-            found[start:start + len(block)] |= (1.0 - similarity.max(axis=1)) <= threshold
+    from scipy.spatial import cKDTree  # lazy: start-up time of the CLI
+
+    radius = float(np.sqrt(2.0 * threshold))
+    centre, directions = _principal_directions(np.concatenate([query, reference]))
+    tree = cKDTree((reference - centre) @ directions)
+    neighbours = tree.query_ball_point((query - centre) @ directions, radius * (1 + 1e-6))
+    for i, rows in enumerate(neighbours):
+        if rows:
+            found[i] = bool((1.0 - reference[rows] @ query[i]).min() <= threshold)
     return found
+
+
+def _principal_directions(prints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the first ``_PCA_DIMS`` principal directions (columns) of ``prints``."""
+    n = len(prints)
+    centre = prints.mean(axis=0)
+    sample = prints[np.linspace(0, n - 1, min(n, _PCA_SAMPLE)).astype(np.int64)] - centre
+    # eigenvectors of the small d x d scatter matrix: far quicker than an SVD of the sample
+    _, vectors = np.linalg.eigh(sample.T.astype(np.float64) @ sample)
+    return centre, vectors[:, ::-1][:, :_PCA_DIMS].astype(np.float32)
