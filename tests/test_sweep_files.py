@@ -25,7 +25,7 @@ from wbclf.sweeps.space import grid_points, search_space
 
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 EXPECTED = {"scratch_bn", "scratch_width", "scratch_depth", "scratch_lr", "transfer_frozen",
-            "transfer_finetune", "compare_strategies", "scratch_bayes"}
+            "transfer_finetune", "compare_strategies", "scratch_bayes", "data_efficiency"}
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 IDS = [p.stem for p in SWEEP_FILES]
 

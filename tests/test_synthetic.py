@@ -276,3 +276,44 @@ def test_progress_bar_does_not_change_the_files(tmp_path):
     quiet = files_under(synthesize("toy-lesions", tmp_path / "a", n=3, size=32))
     loud = files_under(synthesize("toy-lesions", tmp_path / "b", n=3, size=32, progress=True))
     assert quiet == loud
+
+
+def test_leaves_leak_augmented_train_copies_into_valid_at_the_given_rate(tmp_path):
+    root = synthesize("toy-leaves", tmp_path / "toy", n=24, size=32, leak=0.4)
+    marker = json.loads((root / MARKER).read_text())
+    assert marker["leak"] == 0.4
+    leaks = marker["leaks"]
+    by_class = defaultdict(int)
+    for valid, train in leaks:
+        assert (root / valid).is_file() and (root / train).is_file()
+        assert "/valid/" in valid and "/train/" in train
+        valid_source = SOURCE_RE.match(Path(valid).stem).group(1)
+        assert valid_source == Path(train).stem  # a copy of that train leaf ...
+        suffix = Path(valid).stem[len(valid_source):]
+        assert suffix in synthetic.AUGMENTATIONS and suffix  # ... flipped or rotated
+        train_variants = {p.stem for p in (root / train).parent.iterdir()}
+        assert Path(valid).stem not in train_variants  # a variant train does not have
+        by_class[Path(valid).parent.name] += 1
+    trees = split_dirs(root)
+    for leaf in synthetic.LEAF_CLASSES:
+        n_train = len(list((trees / "train" / leaf.name).iterdir()))
+        n_valid = len(list((trees / "valid" / leaf.name).iterdir()))
+        assert n_valid == max(1, round(0.2 * n_train))  # the valid size stays as it was
+        assert by_class[leaf.name] == round(0.4 * n_valid)
+    # the sources in both splits are exactly the leaked ones
+    homes = defaultdict(set)
+    for split, cls, path in leaf_files(root):
+        homes[(cls, SOURCE_RE.match(path.stem).group(1))].add(split)
+    both = {key for key, splits in homes.items() if len(splits) == 2}
+    assert both == {(Path(v).parent.name, Path(t).stem) for v, t in leaks}
+    with pytest.raises(FileExistsError, match="leak"):
+        synthesize("toy-leaves", root, n=24, size=32, leak=0.0)
+    assert synthesize("toy-leaves", root) == root  # leak left out accepts what is there
+
+
+def test_leaves_leak_by_default_like_the_real_set(tmp_path):
+    root = synthesize("toy-leaves", tmp_path / "toy", n=40, size=32)
+    marker = json.loads((root / MARKER).read_text())
+    assert marker["leak"] == synthetic.DEFAULT_LEAK > 0 and marker["leaks"]
+    none = synthesize("toy-leaves", tmp_path / "clean", n=40, size=32, leak=0.0)
+    assert json.loads((none / MARKER).read_text())["leaks"] == []

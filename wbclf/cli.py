@@ -21,10 +21,12 @@ USAGE = """usage: wbclf COMMAND ...
 
 commands:
   train    [--config FILE.yaml] [--key=value ...] [--print-config] [--resume RUN_DIR]
+  lr-find  [--key=value ...] [--steps N] [--start-lr LR] [--end-lr LR] [--plot PNG] [--json]
   sweep    SWEEP.yaml [--set key=value ...] [--count N] [--workers N] [--storage URL] [--out DIR]
   report   RUNS_DIR [-o report.html] |
            --wandb ENTITY/PROJECT --sweep ID [--sweep-file FILE.yaml] [--dry-run]
-  data     synth {toy-lesions|toy-leaves} --out DIR | inspect PATH_OR_NAME [--json] |
+  data     synth {toy-lesions|toy-leaves} --out DIR [--leak R] | inspect PATH_OR_NAME [--json] |
+           audit PATH_OR_NAME [--json] [--threshold T] [--sheet PNG] |
            download {plant-disease|melanoma} |
            preview DATASET [--augment X] [--n 8] [--views 6] [-o preview.png]
   predict  RUN_DIR IMAGE_OR_DIR... [-o predictions.csv] [--top-k K] [--tta] [--cam DIR]
@@ -70,10 +72,22 @@ def _data_parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", type=int, default=None, help="train images per class")
     synth.add_argument("--size", type=int, default=None, help="image side in px")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--leak", type=float, default=None,
+                       help="toy-leaves: share of valid files copied from train (default 0.1)")
     inspect = sub.add_parser("inspect", help="layout, classes, split counts, skipped files")
     inspect.add_argument("dataset")
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--data-dir", default=None)
+    audit = sub.add_parser("audit", help="near-duplicate images within and across splits")
+    audit.add_argument("dataset")
+    audit.add_argument("--json", action="store_true")
+    audit.add_argument("--threshold", type=float, default=None,
+                       help="max fingerprint distance of a pair (default 0.02)")
+    audit.add_argument("--sheet", default="audit_pairs.png",
+                       help="contact sheet of the worst pairs (PNG)")
+    audit.add_argument("--val-fraction", type=float, default=0.15)
+    audit.add_argument("--seed", type=int, default=0)
+    audit.add_argument("--data-dir", default=None)
     download = sub.add_parser("download", help="fetch a Kaggle dataset with kagglehub")
     download.add_argument("name", choices=["plant-disease", "melanoma"])
     download.add_argument("--data-dir", default=None)
@@ -101,7 +115,7 @@ def cmd_data(argv: Sequence[str]) -> int:
 
         start = time.perf_counter()
         root = synthesize(args.name, args.out, n=args.n, size=args.size, seed=args.seed,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), leak=args.leak)
         print(f"{args.name} written to {root} in {time.perf_counter() - start:.1f}s")
         return 0
     if args.action == "inspect":
@@ -118,11 +132,26 @@ def cmd_data(argv: Sequence[str]) -> int:
                              seed=args.seed, out=args.out)
         print(f"preview written to {path}")
         return 0
+    if args.action == "audit":
+        from wbclf.data.audit import run_audit
+        from wbclf.data.dedup import DEFAULT_THRESHOLD
+
+        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        print(run_audit(args.dataset, args.data_dir or default_data_dir(), threshold=threshold,
+                        sheet=args.sheet, val_fraction=args.val_fraction, seed=args.seed,
+                        as_json=args.json))
+        return 0
     from wbclf.data.sources import download
 
     root = download(args.name, args.data_dir or default_data_dir())
     print(f"{args.name} installed at {root}")
     return 0
+
+
+def cmd_lr_find(argv: Sequence[str]) -> int:
+    from wbclf.training.lr_find_main import main as lr_find_main
+
+    return lr_find_main(argv)
 
 
 def cmd_sweep(argv: Sequence[str]) -> int:
@@ -151,6 +180,7 @@ def cmd_export(argv: Sequence[str]) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "lr-find": cmd_lr_find,
     "sweep": cmd_sweep,
     "report": cmd_report,
     "data": cmd_data,

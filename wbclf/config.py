@@ -83,7 +83,8 @@ class RunConfig:
     backbone_lr_mult: float = _field(0.1, "finetune: backbone learning rate = lr x this")
     unfreeze_epoch: int = _field(0, "finetune: head-only epochs before the backbone trains")
     optimizer: str = _field("adamw", "adamw, or sgd (momentum 0.9, Nesterov)", "adamw", "sgd")
-    lr: float = _field(1.0e-3, "peak learning rate (of the head, for finetune)")
+    lr: float = _field(1.0e-3, "peak learning rate (of the head, for finetune); auto = "
+                       "pick it with the range test (`wbclf lr-find`) first")
     weight_decay: float = _field(1.0e-4, "decoupled weight decay (not on norms and biases)")
     scheduler: str = _field("cosine", "learning-rate schedule over all steps",
                             "cosine", "onecycle", "step", "none")
@@ -99,6 +100,9 @@ class RunConfig:
     val_fraction: float = _field(0.15, "share of train carved out as val when the dataset has "
                                  "no val split")
     limit_per_class: int = _field(0, "keep at most N images per class and split (0 = all)")
+    train_size: float = _field(1.0, "training images: a fraction of each class (0 < x <= 1) or "
+                               "N per class (x > 1); nested across sizes for a seed; val and "
+                               "test unchanged")
     early_stopping: int = _field(0, "stop after N epochs without a better val/acc (0 = off)")
     seed: int = _field(0, "seeds the val carve, initialization, augmentation and batch order")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -108,6 +112,8 @@ class RunConfig:
     num_workers: str = _field("auto", "data-loading worker processes: auto or a count")
     cache_images: bool = _field(True, "decode images once into a shared memory-mapped cache "
                                 "(frozen: also cache backbone features)")
+    test_dedup: bool = _field(False, "drop test images that near-duplicate a train or val image "
+                              "(as `wbclf data audit` finds them) before evaluation")
     log_samples: int = _field(32, "sample predictions logged per evaluation (0 = none)")
     calibrate: bool = _field(False, "temperature scaling: fit a softmax temperature on val "
                              "after training; ECE is reported before and after")
@@ -135,7 +141,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Ru
 # The fields by purpose: the sections of ``wbclf train --help`` and of the docs' field table.
 GROUPS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "data_dir", "image_size", "augment", "val_fraction", "limit_per_class",
-             "cache_images"),
+             "train_size", "cache_images", "test_dedup"),
     "model": ("model", "width", "depth", "blocks_per_stage", "batch_norm", "residual",
               "dropout", "calibrate"),
     "transfer": ("strategy", "pretrained_file", "head_hidden", "backbone_lr_mult",
@@ -184,6 +190,9 @@ ALIASES = {
     "pretrained_path": "pretrained_file",
     "weights": "pretrained_file",
 }
+
+# number fields that also take "auto" (the value is then chosen at run time)
+AUTO_FIELDS = {"lr"}
 
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
@@ -245,14 +254,17 @@ def coerce(name: str, value: Any) -> Any:
         if not math.isfinite(number) or number != int(number):
             raise ConfigError(f"{name}={shown} is not an integer")
         return int(number)
+    if name in AUTO_FIELDS and isinstance(value, str) and value.lower() == "auto":
+        return "auto"
     if kind == "float":
         if isinstance(value, bool):
             raise ConfigError(f"{name}={shown} is not a number")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}={shown} is not a number (write e.g. 1e-3 or 0.001)"
-                              ) from None
+            also = " or auto" if name in AUTO_FIELDS else ""
+            raise ConfigError(f"{name}={shown} is not a number (write e.g. 1e-3 or 0.001"
+                              f"{also})") from None
         if not math.isfinite(number):
             raise ConfigError(f"{name}={shown} must be a finite number")
         return number
@@ -300,13 +312,16 @@ def _check_ranges(cfg: RunConfig) -> None:
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 0")
-    if cfg.lr <= 0:
-        raise ConfigError(f"lr={cfg.lr} must be > 0")
+    if cfg.lr != "auto" and cfg.lr <= 0:
+        raise ConfigError(f"lr={cfg.lr} must be > 0 (or auto)")
     if cfg.backbone_lr_mult < 0:
         raise ConfigError(f"backbone_lr_mult={cfg.backbone_lr_mult} must be >= 0")
     for name in ("dropout", "label_smoothing"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be in [0, 1)")
+    if cfg.train_size <= 0 or (cfg.train_size > 1 and not float(cfg.train_size).is_integer()):
+        raise ConfigError(f"train_size={cfg.train_size} is not allowed; allowed: a fraction in "
+                          "(0, 1] or a whole number of images per class (> 1)")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ConfigError(f"val_fraction={cfg.val_fraction} must be in (0, 1)")
     if cfg.image_size < 16:
@@ -479,7 +494,7 @@ def field_rows() -> list[tuple[str, str, str, str, str]]:
         for name in names:
             f = FIELDS[name]
             kind = "|".join(f.metadata["choices"]) if f.metadata.get("choices") \
-                else _type_name(f)
+                else _type_name(f) + ("|auto" if name in AUTO_FIELDS else "")
             default = "(env/cache)" if name == "data_dir" else str(getattr(defaults, name))
             rows.append((group, name, kind, default, f.metadata["help"]))
     return rows

@@ -17,7 +17,8 @@ from wbclf.data.batch_augment import as_batch_augment, visit_order
 from wbclf.data.cache import ImageCache, build_or_load, load_image
 from wbclf.data.layouts import DatasetError, Sample, index_dataset
 from wbclf.data.sources import resolve_dataset
-from wbclf.data.splits import make_splits
+from wbclf.data.dedup import fingerprints, has_match
+from wbclf.data.splits import SPLITS, make_splits, subsample_train
 
 
 @dataclass
@@ -33,6 +34,8 @@ class DataBundle:
     rows: dict[str, np.ndarray] = field(default_factory=dict)  # split -> rows in the cache
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # per test image: a near-duplicate of a train or val image (wbclf.data.dedup)
+    leaked_test: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def labels(self, split: str) -> np.ndarray:
         return np.array([s.label for s in self.splits[split]], dtype=np.int64)
@@ -399,6 +402,7 @@ def prepare_data(cfg, *, progress: bool | None = None, cache_dir: str | None = N
                            "classification needs at least 2 class folders")
     splits = make_splits(index, val_fraction=cfg.val_fraction, seed=cfg.seed,
                          limit_per_class=cfg.limit_per_class)
+    splits["train"] = subsample_train(splits["train"], cfg.train_size, cfg.seed)
     for name in ("train", "val", "test"):
         if not splits[name]:
             raise DatasetError(f"split '{name}' of dataset '{cfg.dataset}' is empty; each "
@@ -409,7 +413,20 @@ def prepare_data(cfg, *, progress: bool | None = None, cache_dir: str | None = N
     bundle.warnings.extend(_duplicate_warnings(splits))
     if cfg.cache_images:
         _attach_cache(bundle, progress, cache_dir)
+    bundle.leaked_test = find_test_leaks(bundle)
     return bundle
+
+
+def find_test_leaks(bundle: DataBundle) -> np.ndarray:
+    """Which test images near-duplicate a train or val image (read from the cache when
+    there is one): the leak-free test figure leaves these out."""
+    prints = {}
+    for split in SPLITS:
+        dataset = bundle.dataset(split)
+        prints[split] = fingerprints((dataset.image(i) for i in range(len(dataset))),
+                                     len(dataset))
+    seen = np.concatenate([prints["train"], prints["val"]])
+    return has_match(prints["test"], seen)
 
 
 def _attach_cache(bundle: DataBundle, progress: bool | None, cache_dir: str | None) -> None:

@@ -88,6 +88,25 @@ def make_splits(index: DatasetIndex, *, val_fraction: float, seed: int,
     return {name: _limit(_sorted(s), limit_per_class) for name, s in splits.items()}
 
 
+def subsample_train(samples: list[Sample], size: float, seed: int) -> list[Sample]:
+    """The first ``size`` of each class (a fraction, or a count when > 1) in an order fixed
+    by ``seed``: every smaller subset of a seed lies inside every larger one, so a
+    data-efficiency curve adds images instead of drawing new ones."""
+    if size == 1.0:
+        return samples
+    by_class: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_class[s.label].append(s)
+    kept: list[Sample] = []
+    for label in sorted(by_class):
+        members = sorted(by_class[label], key=lambda s: s.path)
+        order = np.random.default_rng([seed, 2027, label]).permutation(len(members))
+        count = round(size * len(members)) if size <= 1 else int(size)
+        count = min(len(members), max(1, count))  # every class keeps at least one image
+        kept.extend(members[i] for i in order[:count])
+    return _sorted(kept)
+
+
 def save_splits(path: str | Path, splits: dict[str, list[Sample]], index: DatasetIndex) -> None:
     """Write the file lists (relative to the dataset root) so a run can be reproduced."""
     root = index.root

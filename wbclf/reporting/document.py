@@ -19,7 +19,10 @@ from wbclf.reporting.chance import FLAG, at_chance, averaged_note, chance_count,
 from wbclf.reporting.claims import Claim, adjustment_note, study_claims
 from wbclf.reporting.collect import RunRecord, Study
 from wbclf.reporting.costs import Cost, cost_note, run_costs
+from wbclf.reporting.curves import crossings, efficiency_curves, efficiency_figure
 from wbclf.reporting.intervals import interval_text
+from wbclf.reporting.leakage import leak_columns, leak_findings
+from wbclf.reporting.pareto import SIZE_FIELDS, cost_figure, cost_findings
 
 __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_document"]
 
@@ -166,6 +169,7 @@ def runs_table(an: A.StudyAnalysis, costs: dict[str, Cost] | None = None) -> Tab
     the runs recorded it) the cost per run; chance-level runs get a note and a row class."""
     metric_cols = [an.metric] if an.metric != "val/acc" else []
     metric_cols += ["val/acc", "test/acc", "test/macro_f1"] + (["test/auc"] if an.binary else [])
+    metric_cols += leak_columns(an.finished)
     params = [p for p in an.params]
     columns = ["#", "run", *[p.name for p in params], *metric_cols, "params", "train time (s)",
                "best epoch"]
@@ -330,7 +334,7 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
     b.add(Text(f"Folder {where}; compared on {an.metric} ({an.goal})"
                + (f"; fixed: {fixed}" if fixed else "") + ".", "note"))
     b.add(Heading(3, "Findings", f"{key}-findings"))
-    b.add(Bullets(A.findings(an) + chance_findings(an)))
+    b.add(Bullets(A.findings(an) + chance_findings(an) + leak_findings(an.finished)))
     claims = study_claims(an)
     b.claims += claims
     if claims:
@@ -374,8 +378,38 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
         b.add(Heading(3, "Width x depth", f"{key}-heatmap"))
         b.figure(F.heatmap_figure(an, names["width"], names["depth"], facets, an.metric),
                  f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell.")
+    if "train_size" in names:
+        _efficiency_section(b, an, key)
+    if any(name in names for name in SIZE_FIELDS):
+        _cost_section(b, an, key)
     _per_class_section(b, an, key, facets)
     _best_run_section(b, an, key)
+
+
+def _cost_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
+    """The metric against parameters, FLOPs and latency; the Pareto-optimal runs named."""
+    fig = cost_figure(an.finished, an.metric)
+    if fig is None:
+        return
+    b.add(Heading(3, "Accuracy against cost", f"{key}-cost"))
+    b.add(Bullets(cost_findings(an.finished, an.metric)))
+    b.figure(fig, f"{key}-cost.png", f"{an.metric} against parameters, FLOPs and measured "
+             "inference latency (log x); the line joins the Pareto-optimal runs.")
+
+
+def _efficiency_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
+    """Metric against training images per strategy, and where the curves cross."""
+    for facet, runs in an.dataset_groups():
+        curves = efficiency_curves(runs, an.metric)
+        if not curves:
+            continue
+        where = f" ({facet})" if facet else ""
+        b.add(Heading(3, f"Data efficiency{where}", f"{key}-efficiency{slug(facet or '')}"))
+        b.add(Bullets(crossings(curves, an.metric) or ["Too few sizes to compare."]))
+        b.figure(efficiency_figure(curves, an.metric),
+                 f"{key}-efficiency{('-' + slug(facet)) if facet else ''}.png",
+                 f"{an.metric} against training images per strategy (log x; mean and ± 1 "
+                 "std over seeds).")
 
 
 def _per_class_section(b: _Builder, an: A.StudyAnalysis, key: str,

@@ -33,6 +33,9 @@ from wbclf.training.chance import chance_verdict
 from wbclf.training.engine import FitState, fit, progress_enabled
 from wbclf.errors import DivergedError, RunError, fault_point
 from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
+from wbclf.training.leakage import leak_views
+from wbclf.training.lr_find import range_test
+from wbclf.training.speed import measure_speed
 from wbclf.training.optim import build_optimizer, build_scheduler, current_lrs
 from wbclf.tracking.records import Evaluation, SamplePredictions
 from wbclf.training.plans.base import TrainingPlan
@@ -113,6 +116,9 @@ class Run:
         self.normalizer = DeviceNormalizer(mean, std, channels_last=self.hw.channels_last
                                            ).to(self.hw.device)
         self.criterion = self._criterion()
+        self.lr_find: dict[str, Any] = {}  # the range test's figures when lr=auto
+        if cfg.lr == "auto":
+            cfg = self._choose_lr()
         self.optimizer = build_optimizer(cfg.optimizer, self.plan.param_groups, cfg.lr,
                                          cfg.weight_decay)
         steps = cfg.epochs * self.plan.steps_per_epoch
@@ -125,6 +131,18 @@ class Run:
         self.temperature: float | None = None  # set by final_summary when calibrate=true
         val_labels = self.data.labels("val")
         self.sample_rows = pick_sample_indices(val_labels, cfg.log_samples, cfg.seed)
+
+    def _choose_lr(self) -> RunConfig:
+        """lr=auto: the range test on this run's model and data; training then starts from
+        the same initial weights at the suggested lr."""
+        found = range_test(self.plan, self.cfg, self.criterion, self.normalizer)
+        self.lr_find = {"lr_find/lr": found.suggestion, "lr_find/rule": found.rule,
+                        "lr_find/min_loss_lr": found.min_loss_lr,
+                        "lr_find/steps": len(found.lrs)}
+        print(f"lr=auto: the range test suggests lr={found.suggestion:.3g} (rule "
+              f"{found.rule}, {len(found.lrs)} steps)", flush=True)
+        self.cfg = self.plan.cfg = self.cfg.replace(lr=found.suggestion)
+        return self.cfg
 
     def _criterion(self) -> torch.nn.Module:
         weight = None
@@ -151,6 +169,7 @@ class Run:
             "data_config": self.plan.data_config,
             "weights": self.plan.weight_source,
             "format": 1,
+            "lr_find": self.lr_find,
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -273,9 +292,11 @@ class Run:
             val = self.evaluate_split("val", threshold)
             for key in ("sensitivity", "specificity", "threshold"):
                 summary[f"val/{key}"] = val.metrics[key]
-        test = self.evaluate_split("test", threshold)
+        test, leak_figures = leak_views(self.evaluate_split("test", threshold),
+                                        self.data.leaked_test, self.cfg.test_dedup)
         final_eval_s = self.eval_s - final_eval_start
         summary.update(M.prefixed(test.metrics, "test/"))
+        summary.update(leak_figures)
         summary.update(self._chance(test))
         summary.update(M.prefixed(_intervals(test, self.cfg.seed), "test/"))
         self.logger.log_evaluation(val)
@@ -297,7 +318,7 @@ class Run:
             if self.state.train_time_s > 0 else 0.0,
             "data/train_images": len(self.data.splits["train"]),
             "data/val_images": len(self.data.splits["val"]),
-            "data/test_images": len(self.data.splits["test"]),
+            "data/test_images": len(test.labels),
             "data/skipped": len(self.data.skipped),
             "data/skipped_files": self.data.skipped,
             "data/warnings": self.data.warnings,
@@ -306,6 +327,8 @@ class Run:
             "device": str(self.hw.device),
         })
         summary.update(self.plan.extra_summary())
+        summary.update(self.lr_find)
+        summary.update(measure_speed(self.plan.model, self.cfg.image_size, self.hw))
         summary.update(self._times(final_eval_s))
         return summary
 
@@ -504,11 +527,17 @@ def resume_run(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     saved = yaml.safe_load(config_path.read_text())
     cfg = resume_config(saved, overrides or {}, run_dir)
     last = run_dir / "checkpoints" / "last.pt"
+    lr_find: dict[str, Any] = {}
+    if cfg.lr == "auto" and last.is_file():
+        # keep the lr the range test chose when the run started; do not test again
+        ckpt = load_checkpoint(last, "cpu")
+        cfg, lr_find = cfg.replace(lr=ckpt["config"]["lr"]), ckpt.get("lr_find") or {}
     logger = MultiLogger(list(loggers) if loggers is not None
                          else default_loggers(cfg, group, tags))
     augment = resolve_augment(cfg.augment, cfg.image_size)
     check_augment_unchanged(run_dir, augment)
     run = _start_run(cfg, run_dir, logger, epoch_callback, augment=augment)
+    run.lr_find = run.lr_find or lr_find
     if last.is_file():
         run.restore(load_checkpoint(last, run.hw.device))
         print(f"resuming {run_dir} after epoch {run.state.epoch}", flush=True)

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from wbclf.data.synthetic.leaves import (AUGMENTATIONS, LEAF_CLASSES, PLANT_TOP, LeafClass,
-                                         plan_leaves, render_leaf)
+from wbclf.data.synthetic.leaves import (AUGMENTATIONS, DEFAULT_LEAK, LEAF_CLASSES, PLANT_TOP,
+                                         LeafClass, leaked_copies, plan_leaves, render_leaf)
 from wbclf.data.synthetic.lesions import plan_lesions, render_lesion
 from wbclf.data.synthetic.plumbing import (MARKER, check_existing, mirror_tree, publish,
                                            remove_stale_partials, run_jobs)
 
-__all__ = ["AUGMENTATIONS", "DEFAULTS", "LEAF_CLASSES", "MARKER", "PLANT_TOP", "TOY_DATASETS",
-           "LeafClass", "synthesize"]
+__all__ = ["AUGMENTATIONS", "DEFAULT_LEAK", "DEFAULTS", "LEAF_CLASSES", "MARKER", "PLANT_TOP",
+           "TOY_DATASETS", "LeafClass", "synthesize"]
 
 TOY_DATASETS: tuple[str, ...] = ("toy-lesions", "toy-leaves")
 DEFAULTS: dict[str, dict] = {
@@ -45,7 +45,7 @@ FORMAT_VERSION = 1  # bump when the drawings change, so cached copies can be tol
 
 
 def synthesize(name: str, out: str | Path, *, n: int | None = None, size: int | None = None,
-               seed: int = 0, progress: bool = False) -> Path:
+               seed: int = 0, progress: bool = False, leak: float | None = None) -> Path:
     """Generate dataset `name` under `out` (which becomes the dataset root) and return the root.
 
     The files are written into a temporary sibling folder that is renamed to `out` at the
@@ -59,6 +59,9 @@ def synthesize(name: str, out: str | Path, *, n: int | None = None, size: int | 
         size: Side of the square images in pixels.
         seed: Same seed and arguments give byte-identical files.
         progress: Show a progress bar.
+        leak: toy-leaves: share of each class's valid files that are augmented copies of
+            train leaves (default ``DEFAULT_LEAK``, like the real set; 0 = none). The
+            marker lists every copy under ``leaks`` as (valid file, train original).
 
     Raises:
         ValueError: Unknown name or a bad argument.
@@ -71,8 +74,12 @@ def synthesize(name: str, out: str | Path, *, n: int | None = None, size: int | 
     if n_eff < 1 or size_eff < 32 or seed < 0:
         raise ValueError(f"toy dataset needs n >= 1, size >= 32 and seed >= 0; "
                          f"got n={n_eff}, size={size_eff}, seed={seed}")
+    if leak is not None and not 0.0 <= leak < 1.0:
+        raise ValueError(f"toy dataset leak must be in [0, 1); got leak={leak}")
     out = Path(out).expanduser().absolute()
-    if check_existing(out, name, n, size, seed):
+    # leak only matters for toy-leaves; left as None it accepts whatever was generated
+    if check_existing(out, name, n, size, seed,
+                      leak if name == "toy-leaves" else None):
         return out
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,13 +94,16 @@ def synthesize(name: str, out: str | Path, *, n: int | None = None, size: int | 
             run_jobs(tmp, size_eff, jobs, render_lesion, {"": _identity}, progress=progress,
                      desc=name)
         else:
-            jobs = plan_leaves(n_eff, seed)
+            jobs = plan_leaves(n_eff, seed, DEFAULT_LEAK if leak is None else leak)
             run_jobs(tmp, size_eff, jobs, render_leaf, AUGMENTATIONS, progress=progress,
                      desc=name)
         if name == "toy-leaves":
             mirror_tree(tmp / PLANT_TOP, tmp / PLANT_TOP.lower())
         marker = {"name": name, "n": n_eff, "size": size_eff, "seed": seed,
                   "version": FORMAT_VERSION, "files": sum(len(j.files) for j in jobs)}
+        if name == "toy-leaves":
+            marker["leak"] = DEFAULT_LEAK if leak is None else leak
+            marker["leaks"] = [list(pair) for pair in leaked_copies(jobs)]
         (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
         publish(tmp, out)
     except BaseException:

@@ -64,14 +64,23 @@ LEAF_CLASSES: tuple[LeafClass, ...] = (
 )
 
 
-def plan_leaves(n: int, seed: int) -> list[Job]:
-    """Plant layout: train, valid (~20 % of train) and the 33-file unlabeled test folder."""
+DEFAULT_LEAK = 0.1  # share of valid files that are augmented copies of train leaves
+
+
+def plan_leaves(n: int, seed: int, leak: float = 0.0) -> list[Job]:
+    """Plant layout: train, valid (~20 % of train) and the 33-file unlabeled test folder.
+
+    ``leak`` of each class's valid files are augmented copies of train leaves, as in the
+    real set (rebuilt by offline augmentation, then split without regard to the source leaf).
+    """
     jobs = []
     for cls_idx, leaf in enumerate(LEAF_CLASSES):
         n_train = max(1, round(n * leaf.weight))
-        for split_idx, (split, count) in enumerate(
-                (("train", n_train), ("valid", max(1, round(0.2 * n_train))))):
-            jobs += _plan_leaf_split(leaf, cls_idx, split, split_idx, count, seed)
+        n_valid = max(1, round(0.2 * n_train))
+        train = _plan_leaf_split(leaf, cls_idx, "train", 0, n_train, seed)
+        n_leaked = min(round(leak * n_valid), len(train))
+        valid = _plan_leaf_split(leaf, cls_idx, "valid", 1, n_valid - n_leaked, seed)
+        jobs += _leak_into_valid(train, leaf, cls_idx, n_leaked, seed) + valid
         for i in range(leaf.n_test):
             rel = f"test/test/{leaf.test_name}{i + 1}.JPG"
             jobs.append(Job("leaf", (leaf.crop, leaf.disease), (seed, 1, 2, cls_idx, i, 1),
@@ -100,6 +109,36 @@ def _plan_leaf_split(leaf: LeafClass, cls_idx: int, split: str, split_idx: int, 
         made += len(files)
         i += 1
     return jobs
+
+
+def _leak_into_valid(train: list[Job], leaf: LeafClass, cls_idx: int, count: int,
+                     seed: int) -> list[Job]:
+    """``train`` with ``count`` of its leaves also written into valid, each as a variant
+    (flip, rotation) none of its train files has, under the same source name."""
+    rng = np.random.default_rng((seed, 1, 3, cls_idx))
+    chosen = set(rng.choice(len(train), size=count, replace=False).tolist()) if count else set()
+    prefix = f"{PLANT_TOP}/{PLANT_TOP}/train/{leaf.name}/"
+    out = []
+    for i, job in enumerate(train):
+        if i in chosen:
+            used = {suffix for _, suffix in job.files}
+            unused = [s for s in _VARIANT_SUFFIXES if s not in used]
+            suffix = unused[rng.integers(len(unused))]
+            stem, ext = job.files[0][0][len(prefix):].rsplit(".", 1)
+            rel = f"{PLANT_TOP}/{PLANT_TOP}/valid/{leaf.name}/{stem}{suffix}.{ext}"
+            job = Job(job.kind, job.params, job.key, job.files + ((rel, suffix),))
+        out.append(job)
+    return out
+
+
+def leaked_copies(jobs: list[Job]) -> list[tuple[str, str]]:
+    """(valid file, train original) of every leaf written into both splits."""
+    pairs = []
+    for job in jobs:
+        for rel, _ in job.files[1:]:
+            if "/valid/" in rel and "/train/" in job.files[0][0]:
+                pairs.append((rel, job.files[0][0]))
+    return pairs
 
 
 _BACKGROUNDS = (  # RGB: lab backdrops as in the real photos, plus a few odd ones

@@ -39,7 +39,8 @@ def read_marker(root: Path) -> dict | None:
         return None
 
 
-def check_existing(out: Path, name: str, n: int | None, size: int | None, seed: int) -> bool:
+def check_existing(out: Path, name: str, n: int | None, size: int | None, seed: int,
+                   leak: float | None = None) -> bool:
     """True if `out` already holds this dataset; raise if it holds anything else."""
     if not out.exists():
         return False
@@ -51,7 +52,7 @@ def check_existing(out: Path, name: str, n: int | None, size: int | None, seed: 
         raise FileExistsError(f"{out} exists and is not a complete toy dataset "
                               f"(no {MARKER}); remove it or choose another folder")
     # n and size left as None accept whatever was generated (e.g. a quick small copy).
-    wanted = {"name": name, "seed": seed, "n": n, "size": size}
+    wanted = {"name": name, "seed": seed, "n": n, "size": size, "leak": leak}
     clash = {k: v for k, v in wanted.items() if v is not None and marker.get(k) != v}
     if clash:
         have = ", ".join(f"{k}={marker.get(k)}" for k in wanted)

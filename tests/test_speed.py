@@ -1,0 +1,66 @@
+"""model/latency_ms and model/throughput: measured on the run's model and device."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from wbclf.config import build_config
+from wbclf.device import resolve_hardware
+from wbclf.models import create_model
+from wbclf.training.run import train_run
+from wbclf.training.speed import BATCH, measure_speed
+
+
+def test_speed_of_a_bigger_model_is_lower():
+    hw = resolve_hardware("cpu", "auto")
+    small = create_model("scratch", 2, build_config({"width": 4, "depth": 2}))
+    big = create_model("scratch", 2, build_config({"width": 64, "depth": 4,
+                                                  "blocks_per_stage": 2}))
+    small.train()
+    fast = measure_speed(small, 64, hw)
+    slow = measure_speed(big, 64, hw)
+    assert small.training  # the training mode is put back
+    for figures in (fast, slow):
+        assert figures["model/latency_ms"] > 0 and figures["model/throughput"] > 0
+    # ~400x the multiply-adds: no machine load hides that
+    assert slow["model/throughput"] < fast["model/throughput"]
+    assert torch.is_grad_enabled()
+
+
+def test_every_run_records_latency_and_throughput(toy_lesions, tmp_path):
+    cfg = build_config({"dataset": str(toy_lesions), "image_size": 32, "width": 8, "depth": 3,
+                        "epochs": 1, "batch_size": 32, "limit_per_class": 30,
+                        "log_samples": 0, "out_dir": str(tmp_path), "run_name": "r",
+                        "wandb_mode": "disabled", "num_workers": "0"})
+    summary = train_run(cfg)
+    on_disk = json.loads((tmp_path / "r" / "summary.json").read_text())
+    for key in ("model/latency_ms", "model/throughput"):
+        assert on_disk[key] == summary[key] > 0
+    # a batch of BATCH images takes longer than one image
+    assert BATCH / summary["model/throughput"] * 1000 > summary["model/latency_ms"] * 0.5
+
+
+def test_report_names_the_pareto_optimal_runs(tmp_path):
+    from tests.test_report import _write_run, parse_html
+    from wbclf.reporting.main import write_local_report
+
+    # (width, val/acc, params, flops, latency ms): w16 is dominated by w8 on every cost
+    runs = [(4, 0.70, 1e4, 1e6, 1.0), (8, 0.80, 4e4, 4e6, 2.0), (16, 0.78, 1.6e5, 1.6e7, 4.0),
+            (32, 0.85, 6.4e5, 6.4e7, 9.0)]
+    root = tmp_path / "runs"
+    for width, acc, params, flops, latency in runs:
+        _write_run(root / f"w{width}", {"dataset": "melanoma", "width": width,
+                                        "run_name": f"w{width}"},
+                   {"status": "finished", "val/acc": acc, "test/acc": acc,
+                    "model/params": params, "model/flops": flops,
+                    "model/latency_ms": latency, "model/throughput": 1000 / latency,
+                    "best_epoch": 1}, [{"epoch": 1, "val/acc": acc}])
+    out = tmp_path / "report.html"
+    write_local_report(root, out)
+    page = parse_html(out)
+    assert "Accuracy against cost" in page.headings
+    latency = next(f for f in page.findings if "against latency" in f)
+    assert all(f"w{w} " in latency for w in (4, 8, 32)) and "w16" not in latency
+    assert any("against FLOPs" in f for f in page.findings)
+    assert any(p.name.endswith("cost.png") for p in (tmp_path / "report_files").iterdir())

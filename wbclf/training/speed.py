@@ -1,0 +1,49 @@
+"""Inference speed of a run's model on its device: ``model/latency_ms`` (one image) and
+``model/throughput`` (images/s in batches of 64), for the accuracy-against-cost report."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from wbclf.device import Hardware
+
+BATCH = 64
+REPEATS = 5  # timed calls at batch 1 (the median is kept); batch 64 is timed twice
+
+
+def _timed(model: nn.Module, images: torch.Tensor, hw: Hardware, repeats: int) -> float:
+    """Median seconds of ``repeats`` forward passes, after one untimed warm-up."""
+    times = []
+    with torch.inference_mode(), hw.autocast():
+        for k in range(repeats + 1):
+            if hw.is_cuda:
+                torch.cuda.synchronize(hw.device)
+            start = time.perf_counter()
+            model(images)
+            if hw.is_cuda:
+                torch.cuda.synchronize(hw.device)
+            if k:  # the first call pays for allocation and kernel selection
+                times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def measure_speed(model: nn.Module, image_size: int, hw: Hardware) -> dict[str, float]:
+    """Latency at batch 1 (ms) and throughput at batch 64 (images/s) of ``model`` in eval
+    mode on ``hw``'s device and precision; the model's training mode is put back."""
+    was_training = model.training
+    model.eval()
+    try:
+        one = torch.randn(1, 3, image_size, image_size, device=hw.device)
+        batch = torch.randn(BATCH, 3, image_size, image_size, device=hw.device)
+        if hw.channels_last:
+            one = one.to(memory_format=torch.channels_last)
+            batch = batch.to(memory_format=torch.channels_last)
+        latency = _timed(model, one, hw, REPEATS)
+        per_batch = _timed(model, batch, hw, 2)
+    finally:
+        model.train(was_training)
+    return {"model/latency_ms": 1000.0 * latency,
+            "model/throughput": BATCH / per_batch if per_batch > 0 else 0.0}
