@@ -96,7 +96,8 @@ def test_report_amortizes_the_backbone_pass_and_flags_the_dead_run(study, tmp_pa
 
     strategies = next(t for t in page.tables if "best configuration" in t)
     frozen = dict(zip(strategies, page.rows["strategy:toy-lesions-small:frozen"]))
-    assert float(frozen["cost/run (s)"]) >= build_s / 2 > 0
+    # the table shows tenths of a second: allow the rounding of the cell
+    assert float(frozen["cost/run (s)"]) >= build_s / 2 - 0.05 and build_s > 0
     scratch = dict(zip(strategies, page.rows["strategy:toy-lesions-small:scratch"]))
     assert scratch["at chance"] == "1 of 1" and frozen["at chance"] == "0"
     html = out.read_text()

@@ -56,12 +56,17 @@ def _stable_rank(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()
 
 
-def _limit(samples: list[Sample], limit: int) -> list[Sample]:
-    if limit <= 0:
-        return samples
+def _by_class(samples: list[Sample]) -> dict[int, list[Sample]]:
     by_class: dict[int, list[Sample]] = defaultdict(list)
     for s in samples:
         by_class[s.label].append(s)
+    return by_class
+
+
+def _limit(samples: list[Sample], limit: int) -> list[Sample]:
+    if limit <= 0:
+        return samples
+    by_class = _by_class(samples)
     kept: list[Sample] = []
     for label in sorted(by_class):
         kept.extend(sorted(by_class[label], key=lambda s: _stable_rank(s.path))[:limit])
@@ -94,9 +99,7 @@ def subsample_train(samples: list[Sample], size: float, seed: int) -> list[Sampl
     data-efficiency curve adds images instead of drawing new ones."""
     if size == 1.0:
         return samples
-    by_class: dict[int, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_class[s.label].append(s)
+    by_class = _by_class(samples)
     kept: list[Sample] = []
     for label in sorted(by_class):
         members = sorted(by_class[label], key=lambda s: s.path)
