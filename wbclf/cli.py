@@ -36,10 +36,6 @@ commands:
 """
 
 
-class UsageError(Exception):
-    """A command-line mistake: reported as one line, exit 2."""
-
-
 def cmd_train(argv: Sequence[str]) -> int:
     """``wbclf train``: parse --key=value, then print the config or train."""
     from wbclf.config import field_help, parse_tokens
