@@ -32,6 +32,72 @@ def test_only_this_checkouts_programs_run_warm(tmp_path):
     assert not warm_enabled({"WBCLF_WARM_TRIALS": "0"})
 
 
+END_TRIAL_PROGRAM = """
+import atexit, sys, threading
+from pathlib import Path
+from wbclf.sweeps.warm import end_trial
+
+out = Path(sys.argv[1])
+
+class Teardown:
+    def __del__(self):
+        (out / "torn-down").write_text("module objects were destroyed")
+
+keep = Teardown()
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+worker = threading.Thread(target=lambda: (out / "thread").write_text(str(sum(range(10**6)))))
+worker.start()
+print("buffered line", end="")  # stdout is a file here: block-buffered, not yet written
+end_trial(3)
+"""
+
+
+def test_a_trial_ends_like_the_interpreter_less_the_module_teardown(tmp_path):
+    """end_trial: threads joined, atexit run, output flushed, exit code kept; the seconds of
+    module teardown (nothing to save by then) are skipped."""
+    import subprocess
+
+    with open(tmp_path / "stdout", "w") as stdout:
+        done = subprocess.run([sys.executable, "-c", END_TRIAL_PROGRAM, str(tmp_path)],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 3, done.stderr
+    assert (tmp_path / "stdout").read_text() == "buffered line"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == str(sum(range(10**6)))
+    assert not (tmp_path / "torn-down").exists()
+
+
+PRELOADED_TRIAL = """
+import sys
+from wbclf.sweeps.warm import preload
+from wbclf.cli import main
+
+preload()
+before = set(sys.modules)
+code = main(["train", *sys.argv[1:]])
+heavy = ("wandb", "opentelemetry", "requests", "torch", "timm", "torchvision", "matplotlib",
+         "albumentations", "cv2", "PIL", "scipy", "numpy")
+late = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy)
+print("LATE", late, code)
+"""
+
+
+@pytest.mark.slow
+def test_a_warm_trial_imports_no_heavy_module_itself(tmp_path, toy_lesions):
+    """Whatever a run with W&B needs (wandb.init's own lazy imports included) is imported
+    by the worker once, not by each forked trial."""
+    import subprocess
+
+    args = [f"--dataset={toy_lesions}", "--epochs=1", "--image_size=32", "--width=8",
+            "--log_samples=4", "--wandb_mode=offline", f"--out_dir={tmp_path}"]
+    done = subprocess.run([sys.executable, "-c", PRELOADED_TRIAL, *args], capture_output=True,
+                          text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                    "WANDB_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "LATE [] 0"
+
+
 def _parent_and_cores(pid: int) -> tuple[int, str]:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     fields = dict(line.split(":\t", 1) for line in status if ":\t" in line)

@@ -185,6 +185,48 @@ def test_offline_run_end_to_end(offline: Path, tmp_path: Path) -> None:
     assert json.loads(staged.read_text())["columns"] == SAMPLE_COLUMNS + ["cam"]
 
 
+def test_sample_images_are_encoded_once_and_every_table_shows_them(
+        offline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The val samples of every logged epoch are the same pictures: one PNG encode each per
+    run, yet each epoch's table still points at files holding exactly those pixels."""
+    import wandb
+    from PIL import Image as PILImage
+
+    made: list[int] = []
+    encode = wandb.Image.__init__
+
+    def counted(self, *args, **kwargs) -> None:
+        made.append(1)
+        encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(wandb.Image, "__init__", counted)
+    run_dir = tmp_path / "runs" / "samples"
+    logger = WandbLogger(mode="offline", project="wbclf-test")
+    logger.start(cfg=make_cfg(tmp_path), run_dir=run_dir, class_names=NAMES, resume=False,
+                 start_epoch=1)
+    samples = make_samples(NAMES, n=4)
+    for epoch in (1, 2, 3):
+        logger.log_samples(epoch, samples, "val_samples")
+        run_epochs(logger, [epoch], {epoch: 0.5})
+    logger.log_samples(2, samples, "best_samples")
+    logger.finish("finished")
+    assert len(made) == 4  # not 16: four pictures, four tables
+
+    # Each logged table is staged with its images in a run_table artifact: read them back.
+    run = read_offline_run(run_dir)
+    staged = [a for a in run.artifacts
+              if a["name"] in (f"run-{run.run_id}-val_samples", f"run-{run.run_id}-best_samples")]
+    assert len(staged) == 4
+    for artifact in staged:
+        entries = artifact["entries"]
+        (table,) = [p for p in entries if p.endswith(".table.json")]
+        rows = json.loads(Path(entries[table]).read_text())["data"]
+        assert len(rows) == 4
+        for k, row in enumerate(rows):
+            shown = np.asarray(PILImage.open(entries[row[0]["path"]]).convert("RGB"))
+            assert np.array_equal(shown, samples.images[k])
+
+
 def test_resume_continues_the_same_run_without_repeating_epochs(offline: Path,
                                                                 tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)

