@@ -37,6 +37,31 @@ def test_the_leak_mask_matches_the_generators_copies(leaky, tmp_path):
     assert len(copies) >= 8 and flagged == copies
 
 
+def test_the_leak_check_is_remembered_per_split_and_redone_when_a_file_changes(
+        leaky, tmp_path, monkeypatch):
+    """The trials of a study share their splits: the second one reads the mask back; a
+    touched image (a new image cache) or another seed (other splits) checks again."""
+    import wbclf.data.datasets as D
+
+    checked: list[int] = []
+    check = D._test_leaks
+    monkeypatch.setattr(D, "_test_leaks", lambda b: checked.append(1) or check(b))
+    monkeypatch.setenv("WBCLF_CACHE_DIR", str(tmp_path / "cache"))
+    first = prepare_data(_cfg(leaky, tmp_path))
+    again = prepare_data(_cfg(leaky, tmp_path))
+    assert len(checked) == 1 and first.leaked_test.any()
+    assert np.array_equal(first.leaked_test, again.leaked_test)
+    prepare_data(_cfg(leaky, tmp_path, seed=1))
+    assert len(checked) == 2
+    image = Path(first.splits["train"][0].path)
+    image.touch()  # a new mtime: the image cache key changes, so does the memo's
+    try:
+        prepare_data(_cfg(leaky, tmp_path))
+    finally:
+        image.touch()
+    assert len(checked) == 3
+
+
 @pytest.mark.parametrize("dedup", [False, True])
 def test_runs_record_leaked_test_images_and_dedup_drops_them(leaky, tmp_path, dedup):
     summary = train_run(_cfg(leaky, tmp_path, run_name="run", test_dedup=dedup))

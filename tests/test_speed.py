@@ -9,7 +9,7 @@ from wbclf.config import build_config
 from wbclf.device import resolve_hardware
 from wbclf.models import create_model
 from wbclf.training.run import train_run
-from wbclf.training.speed import BATCH, measure_speed
+from wbclf.training.speed import BATCH, measure_speed, model_speed
 
 
 def test_speed_of_a_bigger_model_is_lower():
@@ -39,6 +39,28 @@ def test_every_run_records_latency_and_throughput(toy_lesions, tmp_path):
         assert on_disk[key] == summary[key] > 0
     # a batch of BATCH images takes longer than one image
     assert BATCH / summary["model/throughput"] * 1000 > summary["model/latency_ms"] * 0.5
+
+
+def test_speed_is_measured_once_per_model_and_setting(tmp_path, monkeypatch):
+    """A study's trials share their model: the first measures, the others reuse; another
+    architecture or input size measures again."""
+    import wbclf.training.speed as S
+
+    measured: list[int] = []
+    measure = S.measure_speed
+    monkeypatch.setattr(S, "measure_speed",
+                        lambda *a, **k: measured.append(1) or measure(*a, **k))
+    hw = resolve_hardware("cpu", "auto")
+    model = create_model("scratch", 2, build_config({"width": 4, "depth": 2}))
+    first = model_speed(model, 32, hw, cache_dir=str(tmp_path))
+    again = model_speed(model, 32, hw, cache_dir=str(tmp_path))
+    assert measured == [1]
+    assert first.pop("model/speed_reused") is False and again.pop("model/speed_reused") is True
+    assert first == again
+    model_speed(model, 48, hw, cache_dir=str(tmp_path))
+    wider = create_model("scratch", 2, build_config({"width": 8, "depth": 2}))
+    model_speed(wider, 32, hw, cache_dir=str(tmp_path))
+    assert len(measured) == 3
 
 
 def test_report_names_the_pareto_optimal_runs(tmp_path):

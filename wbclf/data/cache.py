@@ -9,18 +9,22 @@ A file lock makes concurrent runs build it once and both use it.
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 
-from wbclf.atomic import build_once, replacing
+from wbclf.atomic import build_once, replacing, write_text_atomic
+
+T = TypeVar("T")
 
 CACHE_VERSION = 1
 _CHUNK = 256
@@ -203,3 +207,35 @@ def _from_meta(meta: dict, data_path: Path, count: int, size: int) -> ImageCache
         return None
     failed = {int(k): v for k, v in meta.get("failed", {}).items()}
     return ImageCache(data_path, size, count, failed)
+
+
+# --------------------------------------------------------------------------- small figures
+
+MEMO_VERSION = 1
+
+
+def remembered(kind: str, key: dict[str, Any], compute: Callable[[], T],
+               cache_dir: str | Path | None = None) -> tuple[T, bool]:
+    """``compute()``'s JSON value, computed once per ``key`` and kept under the cache dir.
+
+    For figures every trial of a study would otherwise compute again with the same result
+    (the test-leak check of one split, a model's FLOPs) or measure again under the same
+    conditions (its inference speed). Returns ``(value, reused)``. An unreadable entry counts
+    as missing; a cache dir that cannot be written costs the time, never the run.
+    """
+    text = json.dumps({"v": MEMO_VERSION, "kind": kind, **key}, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    path = (Path(cache_dir) if cache_dir else default_cache_dir()) / "memo" / kind \
+        / f"{digest}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == text:
+            return stored["value"], True
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    value = compute()
+    try:
+        write_text_atomic(path, json.dumps({"key": text, "value": value}))
+    except OSError:
+        pass
+    return value, False

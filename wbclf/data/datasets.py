@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wbclf.data.batch_augment import as_batch_augment, visit_order
-from wbclf.data.cache import ImageCache, build_or_load, load_image
+from wbclf.data.cache import ImageCache, build_or_load, load_image, remembered
 from wbclf.data.layouts import DatasetError, Sample, index_dataset
 from wbclf.data.sources import resolve_dataset
-from wbclf.data.dedup import fingerprints, has_match
+from wbclf.data.dedup import DEFAULT_THRESHOLD, FREQS, RINGS, fingerprints, has_match
 from wbclf.data.splits import SPLITS, make_splits, subsample_train
 
 
@@ -419,7 +419,22 @@ def prepare_data(cfg, *, progress: bool | None = None, cache_dir: str | None = N
 
 def find_test_leaks(bundle: DataBundle) -> np.ndarray:
     """Which test images near-duplicate a train or val image (read from the cache when
-    there is one): the leak-free test figure leaves these out."""
+    there is one): the leak-free test figure leaves these out.
+
+    With the image cache the answer is remembered per split (the cache's key covers every
+    file's path, size and mtime): the trials of a study share their splits, and the check
+    reads and fingerprints every image.
+    """
+    if bundle.cache is None:
+        return _test_leaks(bundle)
+    key = {"images": bundle.cache.data_path.name, "method": [RINGS, FREQS, DEFAULT_THRESHOLD],
+           **{split: _rows_digest(bundle.rows[split]) for split in SPLITS}}
+    leaked, _ = remembered("test-leaks", key, lambda: _test_leaks(bundle).tolist(),
+                           bundle.cache.data_path.parents[1])
+    return np.asarray(leaked, dtype=bool).reshape(len(bundle.splits["test"]))
+
+
+def _test_leaks(bundle: DataBundle) -> np.ndarray:
     prints = {}
     for split in SPLITS:
         dataset = bundle.dataset(split)
@@ -427,6 +442,10 @@ def find_test_leaks(bundle: DataBundle) -> np.ndarray:
                                      len(dataset))
     seen = np.concatenate([prints["train"], prints["val"]])
     return has_match(prints["test"], seen)
+
+
+def _rows_digest(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:24]
 
 
 def _attach_cache(bundle: DataBundle, progress: bool | None, cache_dir: str | None) -> None:

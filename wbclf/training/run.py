@@ -35,7 +35,7 @@ from wbclf.errors import DivergedError, RunError, fault_point
 from wbclf.tracking.loggers import Logger, MultiLogger, default_loggers
 from wbclf.training.leakage import leak_views
 from wbclf.training.lr_find import range_test
-from wbclf.training.speed import measure_speed
+from wbclf.training.speed import model_speed
 from wbclf.training.optim import build_optimizer, build_scheduler, current_lrs
 from wbclf.tracking.records import Evaluation, SamplePredictions
 from wbclf.training.plans.base import TrainingPlan
@@ -328,7 +328,7 @@ class Run:
         })
         summary.update(self.plan.extra_summary())
         summary.update(self.lr_find)
-        summary.update(measure_speed(self.plan.model, self.cfg.image_size, self.hw))
+        summary.update(model_speed(self.plan.model, self.cfg.image_size, self.hw))
         summary.update(self._times(final_eval_s))
         return summary
 

@@ -1,8 +1,17 @@
 """Inference speed of a run's model on its device: ``model/latency_ms`` (one image) and
-``model/throughput`` (images/s in batches of 64), for the accuracy-against-cost report."""
+``model/throughput`` (images/s in batches of 64), for the accuracy-against-cost report.
+
+:func:`model_speed` measures once per model, input size, device, precision, thread count and
+machine and reuses the figures after that (``model/speed_reused``): the trials of a study
+differ in their learning rate, not in their model's speed, and each measurement costs a
+second of a trial whose training may take less.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import platform
 import time
 
 import torch
@@ -47,3 +56,24 @@ def measure_speed(model: nn.Module, image_size: int, hw: Hardware) -> dict[str, 
         model.train(was_training)
     return {"model/latency_ms": 1000.0 * latency,
             "model/throughput": BATCH / per_batch if per_batch > 0 else 0.0}
+
+
+def model_digest(model: nn.Module) -> str:
+    """A digest of a model's architecture (its module tree, layer by layer, with shapes)."""
+    return hashlib.sha256(repr(model).encode()).hexdigest()[:24]
+
+
+def model_speed(model: nn.Module, image_size: int, hw: Hardware,
+                cache_dir: str | None = None) -> dict[str, float | bool]:
+    """:func:`measure_speed`'s figures, measured once per setting on this machine."""
+    from wbclf.data.cache import remembered
+
+    gpu = torch.cuda.get_device_name(hw.device) if hw.is_cuda else ""
+    key = {"model": model_digest(model), "image_size": image_size, "device": str(hw.device),
+           "gpu": gpu, "dtype": str(hw.autocast_dtype), "channels_last": hw.channels_last,
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "host": platform.node(), "cpus": len(os.sched_getaffinity(0))
+           if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    figures, reused = remembered("speed", key, lambda: measure_speed(model, image_size, hw),
+                                 cache_dir)
+    return {**figures, "model/speed_reused": reused}

@@ -14,12 +14,14 @@ import torch
 from torch import nn
 
 from wbclf.config import RunConfig
+from wbclf.data.cache import remembered
 from wbclf.data.datasets import DataBundle
 from wbclf.data.transforms import AugmentPipeline, DeviceNormalizer, resolve_augment
 from wbclf.device import Hardware
 from wbclf.models import count_flops, count_params
 from wbclf.models.gradcam import gradcam_for_images
 from wbclf.training.optim import param_groups
+from wbclf.training.speed import model_digest
 
 
 class TrainingPlan:
@@ -69,10 +71,16 @@ class TrainingPlan:
         return count_params(getattr(self.model, "_orig_mod", self.model))
 
     def flops(self) -> int:
+        """Forward FLOPs of one image: counted once per architecture and input size (a
+        forward pass under torch's FLOP counter) and remembered in the cache dir."""
         if self._flops is None:
             inner = getattr(self.model, "_orig_mod", self.model)
+            key = {"model": model_digest(inner), "image_size": self.cfg.image_size,
+                   "torch": torch.__version__}
             try:
-                self._flops = int(count_flops(inner, self.cfg.image_size))
+                flops, _ = remembered("flops", key,
+                                      lambda: int(count_flops(inner, self.cfg.image_size)))
+                self._flops = int(flops)
             except Exception:  # FLOP counting is informative only; never fail a run for it
                 self._flops = 0
         return self._flops
