@@ -65,3 +65,23 @@ def test_predictions_csv_is_renamed_into_place(tmp_path, renamed):
     out = write_predictions_csv(tmp_path / "p.csv", result, top_k=1)
     assert renamed == [tmp_path / "p.csv"] and Path(out) == tmp_path / "p.csv"
     assert (tmp_path / "p.csv").read_text().splitlines()[1].startswith("x.jpg,b,")
+
+
+def test_checkpoints_are_serialized_once_and_renamed_into_place_in_order(tmp_path, renamed):
+    import torch
+
+    from wbclf.checkpoint import load_checkpoint, save_atomic
+    from wbclf.errors import RunError
+
+    state = {"model": {"w": torch.arange(6.0)}, "epoch": 3}
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    save_atomic(state, best, last)
+    assert renamed == [best, last]  # best first: a kill between the two keeps a best.pt
+    for path in (best, last):
+        assert torch.equal(load_checkpoint(path)["model"]["w"], state["model"]["w"])
+    assert best.read_bytes() == last.read_bytes()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(RunError, match="could not write .*no earlier copy exists"):
+        save_atomic({"epoch": 4}, best, blocked / "last.pt")
+    assert load_checkpoint(best)["epoch"] == 4

@@ -30,20 +30,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` written atomically: a crash or a full disk leaves the previous file."""
-    path = Path(path)
+def save_atomic(obj: Any, path: str | Path, *more: str | Path) -> None:
+    """``torch.save`` written atomically: a crash or a full disk leaves the previous file.
+
+    Further paths get the same bytes, written in the order given (``best.pt`` before
+    ``last.pt``): the object is serialized once.
+    """
     # Serialize in memory first: torch's zip writer turns a failed write (full disk) into an
     # opaque RuntimeError, while a plain file write raises the OSError that says why.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    try:
-        write_bytes_atomic(path, buffer.getbuffer())
-    except OSError as err:
-        from wbclf.errors import RunError
+    for target in (Path(path), *map(Path, more)):
+        try:
+            write_bytes_atomic(target, buffer.getbuffer())
+        except OSError as err:
+            from wbclf.errors import RunError
 
-        kept = "the previous one is intact" if path.exists() else "no earlier copy exists"
-        raise RunError(f"could not write {path} ({err.strerror or err}); {kept}") from err
+            kept = "the previous one is intact" if target.exists() else "no earlier copy exists"
+            raise RunError(f"could not write {target} ({err.strerror or err}); {kept}") from err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -242,10 +242,9 @@ class Run:
         # Checkpoint first (best before last), then log: a kill in between leaves an epoch
         # that is saved but not logged, which the resume re-logs from the checkpoint's
         # history; the reverse order would log an epoch twice.
-        ckpt = self.checkpoint()
-        if improved:
-            save_atomic(ckpt, self.run_dir / "checkpoints" / "best.pt")
-        save_atomic(ckpt, self.run_dir / "checkpoints" / "last.pt")
+        folder = self.run_dir / "checkpoints"
+        targets = [folder / "best.pt"] if improved else []
+        save_atomic(self.checkpoint(), *targets, folder / "last.pt")
         fault_point("checkpoint-written", epoch)
         self.logger.log_epoch(epoch, figures)
         every = max(1, self.cfg.epochs // 4)
