@@ -81,3 +81,59 @@ def test_empty_grid_says_none():
     fig = samples_grid(make_samples(PLANT, n=0), title="Worst mistakes")
     assert [t.get_text() for t in fig.texts] == ["Worst mistakes: none"]
     assert fig.axes == []
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _grid_and_curves() -> list[Figure]:
+    """Figures with and without a layout engine (constrained: confusion matrix, reliability)."""
+    from tests.test_loggers import make_evaluation
+    from wbclf.tracking.plots import confusion_matrix_figure
+    from wbclf.tracking.reliability import reliability_figure
+
+    names = ["Benign", "Malignant"]
+    evaluations = [make_evaluation("val", names), make_evaluation("test", names, seed=1)]
+    return [samples_grid(make_samples(PLANT, n=7, size=48, cams=True), title="Best model"),
+            confusion_matrix_figure(np.array([[50, 3], [7, 40]]), names),
+            reliability_figure(evaluations)]
+
+
+@pytest.mark.parametrize("dpi", [110, 40])
+def test_png_has_the_pixels_savefig_writes(tmp_path, dpi):
+    """One Agg draw and OpenCV's encoder: savefig's pixels exactly, RGB instead of RGBA."""
+    import io
+
+    from PIL import Image
+
+    from wbclf.tracking.plots import save_figure_atomic
+
+    for k, (ours, theirs) in enumerate(zip(_grid_and_curves(), _grid_and_curves())):
+        path = save_figure_atomic(ours, tmp_path / f"{k}.png", dpi=dpi)
+        buf = io.BytesIO()
+        theirs.savefig(buf, format="png", dpi=dpi, facecolor="white",
+                       pil_kwargs={"compress_level": 1})
+        new, old = np.asarray(Image.open(path)), np.asarray(Image.open(buf))
+        assert new.shape == (*old.shape[:2], 3), k
+        assert (old[..., 3] == 255).all(), k  # opaque: the alpha channel says nothing
+        assert np.array_equal(new, old[..., :3]), f"figure {k}: pixels differ"
+
+
+def test_saving_leaves_the_figure_as_it_was(tmp_path):
+    from wbclf.tracking.plots import save_figure_atomic
+
+    fig = _grid_and_curves()[1]
+    fig.set_facecolor("#eeeeee")
+    before = (fig.dpi, fig.get_facecolor(), fig.canvas, fig.get_layout_engine())
+    save_figure_atomic(fig, tmp_path / "a.png", dpi=40)
+    assert (fig.dpi, fig.get_facecolor(), fig.canvas, fig.get_layout_engine()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize("suffix,magic", [(".pdf", b"%PDF"), (".svg", b"<?xml"),
+                                          (".jpg", b"\xff\xd8\xff"), ("", b"\x89PNG")])
+def test_other_formats_follow_the_suffix(tmp_path, suffix, magic):
+    from wbclf.tracking.plots import save_figure_atomic
+
+    path = save_figure_atomic(_grid_and_curves()[1], tmp_path / f"cm{suffix}", dpi=40)
+    assert path.read_bytes().startswith(magic)
