@@ -191,7 +191,6 @@ class GridLayout:
     image_in: float  # the height of an image's box
     caption_in: float  # the band above each image its caption fills
     title_in: float  # the band the suptitle fills (0 without a title)
-    font: float  # caption size, pt
 
     @property
     def size(self) -> tuple[float, float]:
@@ -255,18 +254,18 @@ def samples_grid(
     captions = [_sample_caption(names[int(samples.labels[k])], names[int(samples.preds[k])],
                                 float(samples.confidences[k]), width) for k in range(n)]
     correct = samples.correct
-    heading = None
+    title_font = font * 1.2
+    heading = ""
     if title:
         # Wrapped to the figure's width: a grid of one or two images is narrower than the title.
         heading = "\n".join(textwrap.wrap(f"{title}  ({int(correct.sum())}/{n} correct)",
-                                           width=text_chars(cols * cell_w - 0.2, font * 1.2)))
+                                           width=text_chars(cols * cell_w - 0.2, title_font)))
     lines = max(c.count("\n") + 1 for c in captions)
     layout = GridLayout(
         cols=cols, rows=-(-n // cols), cell_w=cell_w,
         image_in=cell_w / (2.05 if with_cam else 1.0),
         caption_in=text_height_in(lines, font) + CAPTION_PAD_PT / 72,
-        title_in=text_height_in(heading.count("\n") + 1, font * 1.2) + 0.05 if heading else 0.0,
-        font=font)
+        title_in=text_height_in(heading.count("\n") + 1, title_font) + 0.05 if heading else 0.0)
     fig = Figure(figsize=layout.size)
     for k in range(n):
         ax = fig.add_axes(layout.image_rect(k))
@@ -274,7 +273,7 @@ def samples_grid(
         ax.set_anchor("NW")
         _draw_sample(ax, _grid_picture(samples, k), captions[k], bool(correct[k]), font)
     if heading:
-        fig.suptitle(heading, fontsize=font * 1.2, y=layout.title_y(), va="top")
+        fig.suptitle(heading, fontsize=title_font, y=layout.title_y(), va="top")
     return fig
 
 
