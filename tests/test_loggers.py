@@ -144,6 +144,58 @@ def test_local_logger_many_long_class_names(tmp_path: Path) -> None:
     assert table[1]["key"] == "Pepper__bell___Bacterial_spot_0"
 
 
+def _count_saves(monkeypatch) -> dict[str, list[list[str]]]:
+    """``{file name: [panel titles of each save]}`` of every figure the logger saves."""
+    from wbclf.tracking import plots
+
+    saves: dict[str, list[list[str]]] = {}
+    real = plots.save_figure_atomic
+
+    def counted(fig, path, **kwargs):
+        saves.setdefault(Path(path).name, []).append([ax.get_title() for ax in fig.axes])
+        return real(fig, path, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure_atomic", counted)
+    return saves
+
+
+def test_reliability_diagram_is_drawn_once_per_run(tmp_path: Path, monkeypatch) -> None:
+    """Val then test arrive; the diagram of both is drawn once, when test does."""
+    saves = _count_saves(monkeypatch)
+    names = ["Benign", "Malignant"]
+    logger = LocalRunLogger(dpi=40)
+    run_dir = start(logger, tmp_path, names)
+    logger.log_evaluation(make_evaluation("val", names))
+    logger.log_evaluation(make_evaluation("test", names, seed=1))
+    logger.log_samples(2, make_samples(names), "best_samples")
+    logger.log_mistakes(make_samples(names, n=3))
+    logger.finish("finished")
+    drawn = saves["reliability.png"]
+    assert len(drawn) == 1, f"reliability.png drawn {len(drawn)} times"
+    assert [t.split(":")[0] for t in drawn[0]] == ["val", "test"]  # both curves, one figure
+    assert all(len(v) == 1 for v in saves.values()), saves
+    assert (run_dir / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_that_fails_after_val_still_gets_its_reliability_diagram(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    saves = _count_saves(monkeypatch)
+    names = ["Benign", "Malignant"]
+    logger = LocalRunLogger(dpi=40)
+    run_dir = start(logger, tmp_path, names)
+    logger.log_evaluation(make_evaluation("val", names))
+    assert "reliability.png" not in saves  # test may still come
+    logger.finish("failed")
+    assert [[t.split(":")[0] for t in titles] for titles in saves["reliability.png"]] == [["val"]]
+    assert (run_dir / "reliability.png").is_file()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    # a run without evaluations draws none
+    other = LocalRunLogger(dpi=40)
+    start(other, tmp_path, names, run_dir=tmp_path / "r2")
+    other.finish("failed")
+    assert not (tmp_path / "r2" / "reliability.png").exists()
+
+
 def test_resume_truncates_metrics_so_each_epoch_appears_once(tmp_path: Path) -> None:
     names = ["a", "b"]
     first = LocalRunLogger()
@@ -314,7 +366,8 @@ def test_roc_figure_handles_one_class(tmp_path: Path) -> None:
 
 
 def test_figures_are_written_with_the_fastest_png_compression(tmp_path: Path) -> None:
-    """Same pixels as matplotlib's default PNG, written at zlib's fastest level."""
+    """The pixels of matplotlib's own PNG (less its alpha channel, opaque on a white figure),
+    written at zlib's fastest level."""
     import struct
 
     from PIL import Image
@@ -330,4 +383,6 @@ def test_figures_are_written_with_the_fastest_png_compression(tmp_path: Path) ->
     while data[at + 4:at + 8] != b"IDAT":
         at += 12 + struct.unpack(">I", data[at:at + 4])[0]
     assert data[at + 9] >> 6 == 0  # the zlib header's FLEVEL: 0 = fastest
-    assert np.array_equal(np.asarray(Image.open(fast)), np.asarray(Image.open(default)))
+    ours, theirs = np.asarray(Image.open(fast)), np.asarray(Image.open(default))
+    assert ours.shape[2] == 3 and (theirs[..., 3] == 255).all()
+    assert np.array_equal(ours, theirs[..., :3])

@@ -262,7 +262,8 @@ class LocalRunLogger:
     * ``per_class.csv``: ``split,class,key,precision,recall,f1,support`` for each evaluation.
     * ``predictions_val.npz``, ``predictions_test.npz``: per-image predictions
       (``wbclf.tracking.predictions``).
-    * ``reliability.png``: the reliability diagram of val and test (calibration).
+    * ``reliability.png``: the reliability diagram of val and test (calibration), drawn once
+      when the test evaluation arrives, or at ``finish`` when a run ended before it.
     * ``confusion_matrix.png`` (test) and ``confusion_matrix_val.png``.
     * ``roc.png``: ROC and PR curves on test, binary tasks only.
     * ``samples.png``: the ``best_samples`` grid (Grad-CAM beside each image when given);
@@ -282,6 +283,7 @@ class LocalRunLogger:
         self._rows: list[dict[str, Any]] = []
         self._per_class: dict[str, list[dict[str, Any]]] = {}
         self._evaluations: dict[str, Evaluation] = {}
+        self._reliability_stale = False  # evaluations arrived that reliability.png lacks
         self._summary: dict[str, Any] = {}
 
     def _dir(self) -> Path:
@@ -299,6 +301,7 @@ class LocalRunLogger:
         self._write_metrics()
         self._per_class = {}
         self._evaluations = {}
+        self._reliability_stale = False
         # A resumed run starts its summary afresh: keys of an earlier failed attempt (such as
         # "error") must not survive into the new summary.json, which replaces the old one.
         self._summary = {}
@@ -340,7 +343,11 @@ class LocalRunLogger:
         ev = evaluation
         write_predictions(self._dir(), ev)  # per-image predictions: the report's raw material
         self._evaluations[ev.split] = ev
-        self._write_reliability()
+        self._reliability_stale = True
+        # One figure shows val and test: drawn when test (which comes last) arrives, not once
+        # per evaluation; finish() draws it for a run that stopped before test.
+        if ev.split == "test":
+            self._write_reliability()
         self._per_class[ev.split] = per_class_rows(ev.labels, ev.probs, ev.class_names,
                                                    threshold=ev.threshold)
         self._write_per_class()
@@ -359,8 +366,10 @@ class LocalRunLogger:
         from wbclf.tracking.reliability import reliability_figure
 
         shown = [self._evaluations[s] for s in ("val", "test") if s in self._evaluations]
-        save_figure_atomic(reliability_figure(shown), self._dir() / "reliability.png",
-                           dpi=self.dpi)
+        if shown:
+            save_figure_atomic(reliability_figure(shown), self._dir() / "reliability.png",
+                               dpi=self.dpi)
+        self._reliability_stale = False
 
     def _write_per_class(self) -> None:
         order = {"train": 0, "val": 1, "test": 2}
@@ -384,7 +393,11 @@ class LocalRunLogger:
 
     def finish(self, status: str = "finished") -> None:
         self._summary["status"] = check_status(status)
-        self._write_summary()
+        try:
+            if self._reliability_stale:
+                self._write_reliability()
+        finally:  # the status is written even when the figure fails
+            self._write_summary()
 
     def _write_summary(self) -> None:
         text = json.dumps(json_safe(self._summary), indent=2, sort_keys=True, allow_nan=False)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from numpy.typing import ArrayLike
@@ -23,6 +25,8 @@ __all__ = [
     "cam_overlay",
     "confusion_matrix_figure",
     "display_name",
+    "figure_png",
+    "render_rgba",
     "roc_figure",
     "samples_grid",
     "save_figure_atomic",
@@ -166,6 +170,59 @@ def caption_points(fig_width_in: float, read_width_px: float = READ_WIDTH_PX,
     return caption_px * fig_width_in * 72.0 / read_width_px
 
 
+# Sample-grid geometry, in inches unless named _PT. The layout is computed, not left to
+# constrained layout: that engine draws the figure a second time on every save, which doubled
+# the cost of the grids (the largest fixed cost of a cached frozen trial).
+GRID_SIDE_PAD_IN = 0.04  # between an image and the edge of its cell
+GRID_ROW_GAP_IN = 0.1  # below an image (its red frame reaches 2 pt out) before the next caption
+GRID_EDGE_IN = 0.08  # above the title and below the last row
+CAPTION_PAD_PT = 6.0  # between a caption's last line and its image (matplotlib's title pad)
+LINE_HEIGHT = 1.3  # a text line's height in font sizes: matplotlib's 1.2 spacing, plus descent
+CHAR_WIDTH = 0.56  # a character's mean width in font sizes (DejaVu Sans, mixed case)
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where everything of a sample grid goes (inches, origin bottom left)."""
+
+    cols: int
+    rows: int
+    cell_w: float  # the width of a cell: image and caption
+    image_in: float  # the height of an image's box
+    caption_in: float  # the band above each image its caption fills
+    title_in: float  # the band the suptitle fills (0 without a title)
+
+    @property
+    def size(self) -> tuple[float, float]:
+        height = (2 * GRID_EDGE_IN + self.title_in + self.rows * (self.caption_in + self.image_in)
+                  + (self.rows - 1) * GRID_ROW_GAP_IN)
+        return self.cols * self.cell_w, height
+
+    def image_rect(self, k: int) -> tuple[float, float, float, float]:
+        """``[left, bottom, width, height]`` of sample ``k``'s image box, in figure fractions."""
+        width, height = self.size
+        row, col = divmod(k, self.cols)
+        top = height - GRID_EDGE_IN - self.title_in - row * (
+            self.caption_in + self.image_in + GRID_ROW_GAP_IN) - self.caption_in
+        left = col * self.cell_w + GRID_SIDE_PAD_IN
+        return (left / width, (top - self.image_in) / height,
+                (self.cell_w - 2 * GRID_SIDE_PAD_IN) / width, self.image_in / height)
+
+    def title_y(self) -> float:
+        """The top of the suptitle, in figure fractions."""
+        return 1.0 - GRID_EDGE_IN / self.size[1]
+
+
+def text_chars(width_in: float, font: float) -> int:
+    """About how many characters of size ``font`` (pt) fit in ``width_in`` inches."""
+    return max(12, int(width_in * 72 / (CHAR_WIDTH * font)))
+
+
+def text_height_in(lines: int, font: float) -> float:
+    """The height ``lines`` lines of size ``font`` (pt) take, in inches."""
+    return lines * font * LINE_HEIGHT / 72
+
+
 def samples_grid(
     samples: SamplePredictions, cols: int | None = None, *, title: str | None = None
 ) -> Figure:
@@ -188,45 +245,60 @@ def samples_grid(
         fig.text(0.5, 0.5, f"{title or 'samples'}: none", ha="center", va="center")
         return fig
     cols = max(1, min(cols or (4 if with_cam else 6), n))
-    rows = -(-n // cols)
     cell_w = 3.3 if with_cam else 1.9
     # The font follows the width the grid would have with a full row, so that a grid of a
     # few images is not drawn with huge captions.
     font = caption_points(max(cols, 4 if with_cam else 6) * cell_w)
-    width = max(12, int(cell_w * 72 / (0.56 * font)))  # characters a caption line holds
+    width = text_chars(cell_w, font)  # characters a caption line holds
     names = samples.class_names
     captions = [_sample_caption(names[int(samples.labels[k])], names[int(samples.preds[k])],
                                 float(samples.confidences[k]), width) for k in range(n)]
-    lines = max(c.count("\n") + 1 for c in captions)
-    caption_in = lines * font * 1.3 / 72
-    image_in = cell_w / (2.05 if with_cam else 1.0)
-    fig = Figure(figsize=(cols * cell_w, rows * (image_in + caption_in + 0.1)
-                          + (0.6 if title else 0.1)), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
     correct = samples.correct
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= n:
-            ax.set_axis_off()
-            continue
-        picture = np.asarray(samples.images[k])
-        if with_cam:
-            overlay = cam_overlay(picture, samples.cams[k])
-            gap = np.full((picture.shape[0], max(2, picture.shape[1] // 32), 3), 255, np.uint8)
-            picture = np.concatenate([_rgb(picture), gap, overlay], axis=1)
-        ax.imshow(_rgb(picture), interpolation="antialiased")
-        ok = bool(correct[k])
-        color = CORRECT_COLOR if ok else MISTAKE_COLOR
-        ax.set_title(captions[k], fontsize=font, color=color, loc="left")
-        for spine in ax.spines.values():
-            spine.set_visible(not ok)
-        if not ok:
-            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
-                                   edgecolor=MISTAKE_COLOR, linewidth=4, clip_on=False))
+    title_font = font * 1.2
+    heading = ""
     if title:
-        fig.suptitle(f"{title}  ({int(correct.sum())}/{n} correct)", fontsize=font * 1.2)
+        # Wrapped to the figure's width: a grid of one or two images is narrower than the title.
+        heading = "\n".join(textwrap.wrap(f"{title}  ({int(correct.sum())}/{n} correct)",
+                                           width=text_chars(cols * cell_w - 0.2, title_font)))
+    lines = max(c.count("\n") + 1 for c in captions)
+    layout = GridLayout(
+        cols=cols, rows=-(-n // cols), cell_w=cell_w,
+        image_in=cell_w / (2.05 if with_cam else 1.0),
+        caption_in=text_height_in(lines, font) + CAPTION_PAD_PT / 72,
+        title_in=text_height_in(heading.count("\n") + 1, title_font) + 0.05 if heading else 0.0)
+    fig = Figure(figsize=layout.size)
+    for k in range(n):
+        ax = fig.add_axes(layout.image_rect(k))
+        # An image narrower than its box keeps to the box's top left: under its caption.
+        ax.set_anchor("NW")
+        _draw_sample(ax, _grid_picture(samples, k), captions[k], bool(correct[k]), font)
+    if heading:
+        fig.suptitle(heading, fontsize=title_font, y=layout.title_y(), va="top")
     return fig
+
+
+def _grid_picture(samples: SamplePredictions, k: int) -> np.ndarray:
+    """Sample ``k``'s image, with its Grad-CAM overlay beside it when there is one."""
+    picture = _rgb(np.asarray(samples.images[k]))
+    if samples.cams is None:
+        return picture
+    overlay = cam_overlay(picture, samples.cams[k])
+    gap = np.full((picture.shape[0], max(2, picture.shape[1] // 32), 3), 255, np.uint8)
+    return np.concatenate([picture, gap, overlay], axis=1)
+
+
+def _draw_sample(ax: Axes, picture: np.ndarray, caption: str, ok: bool, font: float) -> None:
+    """One cell: the picture, its caption above it, a red frame around a mistake."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.imshow(picture, interpolation="antialiased")
+    color = CORRECT_COLOR if ok else MISTAKE_COLOR
+    ax.set_title(caption, fontsize=font, color=color, loc="left", pad=CAPTION_PAD_PT)
+    for spine in ax.spines.values():
+        spine.set_visible(not ok)
+    if not ok:
+        ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
+                               edgecolor=MISTAKE_COLOR, linewidth=4, clip_on=False))
 
 
 def _sample_caption(true: str, pred: str, confidence: float, width: int) -> str:
@@ -332,13 +404,55 @@ PNG_COMPRESS_LEVEL = 1  # zlib 1..9: 1 is the fastest
 def save_figure_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     """Render ``fig`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    A reader (or a crash) never sees half a PNG. The format follows the suffix (PNG if none).
-    PNGs use zlib's fastest level: the same pixels, written several times faster than at the
-    default level (a third of a run's figure time went into compression), for larger files.
+    A reader (or a crash) never sees half a PNG. The format follows the suffix (PNG if none);
+    every figure is saved on a white background. PNGs are drawn once by Agg and encoded as
+    RGB at zlib's fastest level (:func:`figure_png`); other formats go through ``savefig``.
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    fast = {"pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}} if fmt == "png" else {}
     with replacing(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", **fast)
+        if fmt == "png":
+            tmp.write_bytes(figure_png(fig, dpi=dpi))
+        else:
+            fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
     return path
+
+
+def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes: the pixels ``savefig(format="png", facecolor="white")`` writes,
+    without their alpha channel.
+
+    Faster than ``savefig`` (which figures took most of a cached trial's time in): ``savefig``
+    draws a figure with a layout engine twice (once to lay it out, once to render), where
+    ``Figure.draw`` lays out and renders in one pass; and OpenCV encodes RGB at zlib level 1
+    faster than PIL encodes the RGBA that ``savefig`` hands it. The background is opaque
+    white, so the alpha channel is 255 everywhere and dropping it loses nothing.
+    """
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(render_rgba(fig, dpi=dpi), cv2.COLOR_RGBA2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the figure as PNG")
+    return png.tobytes()
+
+
+def render_rgba(fig: Figure, *, dpi: int = 110) -> np.ndarray:
+    """``fig`` drawn once by Agg at ``dpi`` on white: ``(H, W, 4)`` uint8 RGBA.
+
+    The figure's dpi, facecolor and canvas are restored afterwards, as ``savefig`` does.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas, old_dpi, old_face = fig.canvas, fig.dpi, fig.get_facecolor()
+    fig.set_dpi(dpi)
+    fig.set_facecolor("white")
+    try:
+        agg = FigureCanvasAgg(fig)  # attaches itself to fig
+        agg.draw()
+        # A view, not a copy: it keeps the detached renderer (and its buffer) alive.
+        return np.asarray(agg.buffer_rgba())
+    finally:
+        fig.set_dpi(old_dpi)
+        fig.set_facecolor(old_face)
+        fig.set_canvas(canvas)
