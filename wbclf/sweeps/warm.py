@@ -328,6 +328,11 @@ def preload() -> None:
         warnings.simplefilter("ignore")
         _IMPORT_TEMP_DIRS[:] = [o for o in gc.get_objects()
                                 if isinstance(o, tempfile.TemporaryDirectory)]
+    # The imported modules live as long as the worker: frozen, the garbage collector never
+    # walks them again, so a trial's full collection costs ~0.05 s instead of ~0.3 s (and
+    # does not write to, hence copy, the memory pages it shares with the worker).
+    gc.collect()
+    gc.freeze()
 
 
 def _own_temp_dirs() -> None:
