@@ -47,19 +47,40 @@ keep = Teardown()
 atexit.register(lambda: (out / "atexit").write_text("ran"))
 worker = threading.Thread(target=lambda: (out / "thread").write_text(str(sum(range(10**6)))))
 worker.start()
+# An idle pool's threads wait for work until the pool's exit hook wakes them: joined
+# without that hook (a plain join of every thread), the trial would never end.
+from concurrent.futures import ThreadPoolExecutor
+pool = ThreadPoolExecutor(2)
+pool.submit(sum, range(10)).result()
+if len(sys.argv) > 2:  # an interrupt lands while the exit waits for a thread
+    import os, signal
+
+    main_id = threading.main_thread().ident
+
+    def interrupt_the_join():  # once the main thread waits in threading's exit code
+        waiting = ("_shutdown", "_wait_for_tstate_lock")
+        while sys._current_frames()[main_id].f_code.co_name not in waiting:
+            pass
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_the_join).start()
 print("buffered line", end="")  # stdout is a file here: block-buffered, not yet written
 end_trial(3)
 """
 
 
-def test_a_trial_ends_like_the_interpreter_less_the_module_teardown(tmp_path):
-    """end_trial: threads joined, atexit run, output flushed, exit code kept; the seconds of
-    module teardown (nothing to save by then) are skipped."""
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_trial_ends_like_the_interpreter_less_the_module_teardown(tmp_path, interrupted):
+    """end_trial: pools stopped, threads joined, atexit run (also after an interrupt while
+    joining), output flushed, exit code kept; the seconds of module teardown (nothing to
+    save by then) are skipped."""
     import subprocess
 
+    argv = [sys.executable, "-c", END_TRIAL_PROGRAM, str(tmp_path)]
     with open(tmp_path / "stdout", "w") as stdout:
-        done = subprocess.run([sys.executable, "-c", END_TRIAL_PROGRAM, str(tmp_path)],
-                              stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        # the timeout only turns a hang (the defect this guards against) into a failure
+        done = subprocess.run(argv + (["interrupt"] if interrupted else []), stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=120,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 3, done.stderr
     assert (tmp_path / "stdout").read_text() == "buffered line"

@@ -593,8 +593,13 @@ def _macro_f1_batch(y: np.ndarray, pred: np.ndarray, num_classes: int) -> _Batch
         support, predicted = cm.sum(axis=2), cm.sum(axis=1)
         f1 = _ratio(2 * tp, support + predicted)
         seen = (support > 0) | (predicted > 0)
-        # the mean over the seen classes only; an unseen class has f1 0, so it adds nothing
-        return _ratio_or_nan(f1.sum(axis=1), seen.sum(axis=1))
+        out = np.full(len(idx), math.nan)
+        # The mean over the seen classes, taken as macro_f1_of takes it: summing the unseen
+        # zeros too changes numpy's pairwise grouping past 8 classes, hence the last bit.
+        for row in range(len(idx)):
+            if seen[row].any():
+                out[row] = f1[row, seen[row]].mean()
+        return out
 
     return _BatchStatistic(values, max(len(y), cells))
 

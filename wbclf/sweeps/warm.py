@@ -405,19 +405,26 @@ def _trial_setup(request: dict[str, Any]) -> None:
 def end_trial(code: int) -> NoReturn:
     """End a forked trial the way the interpreter ends, less the module teardown.
 
-    Python's own exit joins non-daemon threads, runs atexit handlers (wandb's teardown,
-    temporary folders, multiprocessing children), flushes stdio, then tears down every module
-    object, which costs ~1.4 s in a process that holds torch, timm and wandb and saves nothing
-    (the trial's files are written and closed by then). The first three are done here.
+    Python's own exit first stops thread pools and joins non-daemon threads, then runs the
+    atexit handlers (wandb's teardown, temporary folders, multiprocessing children), flushes
+    stdio, and finally tears down every module object, which costs ~1.4 s in a process that
+    holds torch, timm and wandb and saves nothing (the trial's files are written and closed
+    by then). The first three are done here, each whatever the one before raised (an
+    interrupt while waiting for a thread must not skip the handlers).
     """
     import atexit
     import threading
 
     try:
-        current = threading.current_thread()
-        for thread in threading.enumerate():
-            if thread is not current and not thread.daemon:
-                thread.join()
+        try:
+            # What finalization calls first: the pools' exit hooks, then the thread joins.
+            shutdown = getattr(threading, "_shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            else:
+                _join_threads(threading)
+        except BaseException:  # noqa: BLE001 -- e.g. SIGINT while joining: go on exiting
+            pass
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -426,6 +433,13 @@ def end_trial(code: int) -> NoReturn:
             except (OSError, ValueError):
                 pass
         os._exit(code)
+
+
+def _join_threads(threading: Any) -> None:
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
 
 
 def _exit_code(code: Any) -> int:
