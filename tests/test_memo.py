@@ -34,3 +34,29 @@ def test_a_cache_dir_that_cannot_be_written_costs_time_only(tmp_path):
     blocked.write_text("not a folder")  # no memo folder can be made below it, even as root
     assert remembered("k", {"a": 1}, lambda: 5, blocked) == (5, False)
     assert remembered("k", {"a": 1}, lambda: 6, blocked) == (6, False)
+
+
+def test_a_fresh_value_comes_back_as_a_remembered_one_would(tmp_path):
+    fresh, _ = remembered("k", {"a": 1}, lambda: {"pair": (1, 2)}, tmp_path)
+    again, reused = remembered("k", {"a": 1}, lambda: None, tmp_path)
+    assert reused and fresh == again == {"pair": [1, 2]}
+
+
+def test_the_model_digest_sees_what_the_module_tree_does_not_print():
+    """repr() of a module shows its layers, not bare parameters or buffers: two models that
+    print alike but differ in a parameter's shape must not share remembered FLOPs or speed."""
+    import torch
+    from torch import nn
+
+    from wbclf.models import model_digest
+
+    class Tokens(nn.Module):
+        def __init__(self, count: int) -> None:
+            super().__init__()
+            self.tokens = nn.Parameter(torch.zeros(count, 8))
+            self.proj = nn.Linear(8, 2)
+
+    assert repr(Tokens(1)) == repr(Tokens(4))
+    assert model_digest(Tokens(1)) != model_digest(Tokens(4))
+    assert model_digest(Tokens(4)) == model_digest(Tokens(4))  # weights' values do not count
+    assert model_digest(Tokens(4)) != model_digest(Tokens(4).half())

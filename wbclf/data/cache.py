@@ -233,7 +233,8 @@ def remembered(kind: str, key: dict[str, Any], compute: Callable[[], T],
             return stored["value"], True
     except (OSError, ValueError, KeyError, AttributeError):
         pass
-    value = compute()
+    # Through JSON and back, so a fresh value and a remembered one are alike (lists, floats).
+    value = json.loads(json.dumps(compute()))
     try:
         write_text_atomic(path, json.dumps({"key": text, "value": value}))
     except OSError:

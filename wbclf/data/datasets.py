@@ -17,7 +17,7 @@ from wbclf.data.batch_augment import as_batch_augment, visit_order
 from wbclf.data.cache import ImageCache, build_or_load, load_image, remembered
 from wbclf.data.layouts import DatasetError, Sample, index_dataset
 from wbclf.data.sources import resolve_dataset
-from wbclf.data.dedup import DEFAULT_THRESHOLD, FREQS, RINGS, fingerprints, has_match
+from wbclf.data.dedup import FINGERPRINT_SETTINGS, fingerprints, has_match
 from wbclf.data.splits import SPLITS, make_splits, subsample_train
 
 
@@ -427,7 +427,7 @@ def find_test_leaks(bundle: DataBundle) -> np.ndarray:
     """
     if bundle.cache is None:
         return _test_leaks(bundle)
-    key = {"images": bundle.cache.data_path.name, "method": [RINGS, FREQS, DEFAULT_THRESHOLD],
+    key = {"images": bundle.cache.data_path.name, "method": FINGERPRINT_SETTINGS,
            **{split: _rows_digest(bundle.rows[split]) for split in SPLITS}}
     leaked, _ = remembered("test-leaks", key, lambda: _test_leaks(bundle).tolist(),
                            bundle.cache.data_path.parents[1])

@@ -27,6 +27,10 @@ FREQS = 8  # |Fourier coefficient| of angular frequencies 0..FREQS-1 per ring an
 DEFAULT_THRESHOLD = 0.005  # measured on toy-leaves: docs/DATA_AUDIT.md
 _PCA_DIMS = 16  # directions the pair search indexes
 _PCA_SAMPLE = 20000  # fingerprints the directions are estimated from
+# What a remembered result depends on: bump the version when the method changes.
+FINGERPRINT_SETTINGS = {"version": 1, "side": SIDE, "blur": BLUR, "rings": RINGS,
+                        "angles": ANGLES, "freqs": FREQS, "threshold": DEFAULT_THRESHOLD,
+                        "pca_dims": _PCA_DIMS, "pca_sample": _PCA_SAMPLE}
 _CHUNK = 1 << 20  # candidate pairs checked at a time
 
 

@@ -19,10 +19,12 @@ from .packaged import (
     packaged_weights_for,
 )
 from .registry import (
+    FLOPS_METHOD,
     STRATEGIES,
     UnknownModelError,
     count_flops,
     count_params,
+    model_digest,
     create_model,
     list_models,
     model_data_config,
@@ -31,6 +33,7 @@ from .registry import (
 from .scratch import ScratchCNN, build_scratch_cnn  # importing registers "scratch"
 
 __all__ = [
+    "FLOPS_METHOD",
     "STRATEGIES",
     "PackagedWeights",
     "PackagedWeightsError",
@@ -44,6 +47,7 @@ __all__ = [
     "classifier_names",
     "count_flops",
     "count_params",
+    "model_digest",
     "create_backbone",
     "create_model",
     "freeze_backbone",

@@ -174,6 +174,21 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
+FLOPS_METHOD = 1  # bump when count_flops changes what it counts: remembered counts expire
+
+
+def model_digest(model: nn.Module) -> str:
+    """A digest of a model's architecture: its class, module tree (layers with their
+    settings) and every parameter's and buffer's name, shape and dtype."""
+    import hashlib
+
+    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
+    h.update(repr(model).encode())
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        h.update(f"\n{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+    return h.hexdigest()[:24]
+
+
 def count_flops(model: nn.Module, image_size: int) -> int:
     """Forward FLOPs for one ``image_size`` square image (a multiply-add counts as 2).
 

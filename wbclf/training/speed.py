@@ -9,7 +9,6 @@ second of a trial whose training may take less.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from wbclf.device import Hardware
+from wbclf.models import model_digest
 
 BATCH = 64
 REPEATS = 5  # timed calls at batch 1 (the median is kept); batch 64 is timed twice
@@ -58,11 +58,6 @@ def measure_speed(model: nn.Module, image_size: int, hw: Hardware) -> dict[str, 
             "model/throughput": BATCH / per_batch if per_batch > 0 else 0.0}
 
 
-def model_digest(model: nn.Module) -> str:
-    """A digest of a model's architecture (its module tree, layer by layer, with shapes)."""
-    return hashlib.sha256(repr(model).encode()).hexdigest()[:24]
-
-
 def model_speed(model: nn.Module, image_size: int, hw: Hardware,
                 cache_dir: str | None = None) -> dict[str, float | bool]:
     """:func:`measure_speed`'s figures, measured once per setting on this machine."""
@@ -70,7 +65,9 @@ def model_speed(model: nn.Module, image_size: int, hw: Hardware,
 
     gpu = torch.cuda.get_device_name(hw.device) if hw.is_cuda else ""
     key = {"model": model_digest(model), "image_size": image_size, "device": str(hw.device),
-           "gpu": gpu, "dtype": str(hw.autocast_dtype), "channels_last": hw.channels_last,
+           "gpu": gpu, "cudnn": torch.backends.cudnn.version() if hw.is_cuda else None,
+           "method": [BATCH, REPEATS], "dtype": str(hw.autocast_dtype),
+           "channels_last": hw.channels_last,
            "threads": torch.get_num_threads(), "torch": torch.__version__,
            "host": platform.node(), "cpus": len(os.sched_getaffinity(0))
            if hasattr(os, "sched_getaffinity") else os.cpu_count()}

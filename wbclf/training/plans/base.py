@@ -18,10 +18,9 @@ from wbclf.data.cache import remembered
 from wbclf.data.datasets import DataBundle
 from wbclf.data.transforms import AugmentPipeline, DeviceNormalizer, resolve_augment
 from wbclf.device import Hardware
-from wbclf.models import count_flops, count_params
+from wbclf.models import FLOPS_METHOD, count_flops, count_params, model_digest
 from wbclf.models.gradcam import gradcam_for_images
 from wbclf.training.optim import param_groups
-from wbclf.training.speed import model_digest
 
 
 class TrainingPlan:
@@ -76,7 +75,7 @@ class TrainingPlan:
         if self._flops is None:
             inner = getattr(self.model, "_orig_mod", self.model)
             key = {"model": model_digest(inner), "image_size": self.cfg.image_size,
-                   "torch": torch.__version__}
+                   "torch": torch.__version__, "method": FLOPS_METHOD}
             try:
                 flops, _ = remembered("flops", key,
                                       lambda: int(count_flops(inner, self.cfg.image_size)))
