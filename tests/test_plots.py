@@ -113,7 +113,10 @@ def test_png_has_the_pixels_savefig_writes(tmp_path, dpi):
         buf = io.BytesIO()
         theirs.savefig(buf, format="png", dpi=dpi, facecolor="white",
                        pil_kwargs={"compress_level": 1})
-        new, old = np.asarray(Image.open(path)), np.asarray(Image.open(buf))
+        written, reference = Image.open(path), Image.open(buf)
+        # the resolution is recorded as savefig records it (documents size images by it)
+        assert written.info["dpi"] == pytest.approx(reference.info["dpi"], abs=0.01), k
+        new, old = np.asarray(written), np.asarray(reference)
         assert new.shape == (*old.shape[:2], 3), k
         assert (old[..., 3] == 255).all(), k  # opaque: the alpha channel says nothing
         assert np.array_equal(new, old[..., :3]), f"figure {k}: pixels differ"

@@ -434,7 +434,21 @@ def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
                            [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
     if not ok:
         raise RuntimeError("OpenCV could not encode the figure as PNG")
-    return png.tobytes()
+    return with_dpi(png.tobytes(), dpi)
+
+
+def with_dpi(png: bytes, dpi: float) -> bytes:
+    """``png`` with its resolution recorded (a ``pHYs`` chunk right after the header), as
+    ``savefig`` records it: without one, documents and viewers that size an image by its
+    dpi would show it at 72 dpi, half as large again."""
+    import struct
+    import zlib
+
+    header_end = 8 + 8 + 13 + 4  # signature, then the IHDR chunk: length, type, data, CRC
+    per_metre = round(dpi / 0.0254)
+    body = b"pHYs" + struct.pack(">IIB", per_metre, per_metre, 1)  # unit 1: the metre
+    chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:header_end] + chunk + png[header_end:]
 
 
 def render_rgba(fig: Figure, *, dpi: int = 110) -> np.ndarray:
