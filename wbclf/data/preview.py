@@ -12,6 +12,7 @@ import numpy as np
 
 from wbclf.data.batch_augment import AlbumentationsAugment
 from wbclf.data.datasets import DataBundle
+from wbclf.data.splits import class_balanced_picks
 from wbclf.data.transforms import AugmentPipeline
 from wbclf.errors import UserError
 
@@ -24,14 +25,7 @@ class PreviewError(UserError):
 
 def pick_images(bundle: DataBundle, n: int, seed: int = 0) -> np.ndarray:
     """``n`` train images (HWC uint8), round-robin over the classes, seeded."""
-    labels = bundle.labels("train")
-    rng = np.random.default_rng([seed, 18])
-    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
-    chosen: list[int] = []
-    while len(chosen) < min(n, len(labels)):
-        for pool in pools:
-            if pool and len(chosen) < n:
-                chosen.append(int(pool.pop()))
+    chosen = class_balanced_picks(bundle.labels("train"), n, np.random.default_rng([seed, 18]))
     dataset = bundle.dataset("train")
     images = [dataset.image(i) for i in chosen]
     return np.stack([image for image in images if image is not None])

@@ -73,6 +73,19 @@ def _limit(samples: list[Sample], limit: int) -> list[Sample]:
     return _sorted(kept)
 
 
+def class_balanced_picks(labels: np.ndarray, count: int, rng: np.random.Generator
+                         ) -> list[int]:
+    """Up to ``count`` positions of ``labels``, one class after another in turn (round
+    robin), each class's positions in an order drawn from ``rng``; in the order picked."""
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < min(count, len(labels)):
+        for pool in pools:
+            if pool and len(chosen) < count:
+                chosen.append(int(pool.pop()))
+    return chosen
+
+
 def make_splits(index: DatasetIndex, *, val_fraction: float, seed: int,
                 limit_per_class: int = 0) -> dict[str, list[Sample]]:
     """Return train/val/test sample lists for a run.

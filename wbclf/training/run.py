@@ -23,7 +23,7 @@ from wbclf.atomic import write_text_atomic
 from wbclf.checkpoint import load_checkpoint, model_state, rng_state, save_atomic, set_rng_state
 from wbclf.config import RunConfig, build_config
 from wbclf.data.datasets import DataBundle, prepare_data
-from wbclf.data.splits import save_splits
+from wbclf.data.splits import class_balanced_picks, save_splits
 from wbclf.data.preview import pick_images, preview_grid, preview_title
 from wbclf.data.transforms import (AugmentPipeline, DeviceNormalizer, pipeline_difference,
                                    resolve_augment)
@@ -80,13 +80,7 @@ def _write_yaml(path: Path, data: dict) -> None:
 
 def pick_sample_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     """A fixed, seeded, class-balanced subset of positions (round-robin over classes)."""
-    rng = np.random.default_rng([seed, 7])
-    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
-    chosen: list[int] = []
-    while len(chosen) < min(count, len(labels)):
-        for pool in pools:
-            if pool and len(chosen) < count:
-                chosen.append(int(pool.pop()))
+    chosen = class_balanced_picks(labels, count, np.random.default_rng([seed, 7]))
     return np.array(sorted(chosen), dtype=np.int64)
 
 
