@@ -417,12 +417,7 @@ def end_trial(code: int) -> NoReturn:
 
     try:
         try:
-            # What finalization calls first: the pools' exit hooks, then the thread joins.
-            shutdown = getattr(threading, "_shutdown", None)
-            if shutdown is not None:
-                shutdown()
-            else:
-                _join_threads(threading)
+            threading._shutdown()  # what finalization calls first: pool exit hooks, joins
         except BaseException:  # noqa: BLE001 -- e.g. SIGINT while joining: go on exiting
             pass
         atexit._run_exitfuncs()
@@ -433,13 +428,6 @@ def end_trial(code: int) -> NoReturn:
             except (OSError, ValueError):
                 pass
         os._exit(code)
-
-
-def _join_threads(threading: Any) -> None:
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
 
 
 def _exit_code(code: Any) -> int:

@@ -17,6 +17,7 @@ resume from the earlier epoch) is not logged twice.
 from __future__ import annotations
 
 import configparser
+import hashlib
 import math
 import netrc
 import os
@@ -462,8 +463,6 @@ class WandbLogger:
         encodes its PNG when it is made and copies that file each time it is logged again, so
         reusing it saves an encode per image and epoch (~0.5 s of a short run).
         """
-        import hashlib
-
         import wandb
 
         pixels = np.ascontiguousarray(picture)

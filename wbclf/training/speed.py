@@ -16,6 +16,7 @@ import time
 import torch
 from torch import nn
 
+from wbclf.data.cache import remembered
 from wbclf.device import Hardware
 from wbclf.models import model_digest
 
@@ -61,8 +62,6 @@ def measure_speed(model: nn.Module, image_size: int, hw: Hardware) -> dict[str, 
 def model_speed(model: nn.Module, image_size: int, hw: Hardware,
                 cache_dir: str | None = None) -> dict[str, float | bool]:
     """:func:`measure_speed`'s figures, measured once per setting on this machine."""
-    from wbclf.data.cache import remembered
-
     gpu = torch.cuda.get_device_name(hw.device) if hw.is_cuda else ""
     key = {"model": model_digest(model), "image_size": image_size, "device": str(hw.device),
            "gpu": gpu, "cudnn": torch.backends.cudnn.version() if hw.is_cuda else None,
