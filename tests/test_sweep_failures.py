@@ -27,6 +27,14 @@ def fake(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def crash(tmp_path: Path) -> Path:
+    """While this file exists the fake trial program crashes (FAKE_CRASH_FILE)."""
+    path = tmp_path / "crash"
+    path.touch()
+    return path
+
+
 def _class_folders(root: Path) -> Path:
     """A dataset folder with a readable layout (the fake trainer never opens the images)."""
     for cls in ("a", "b"):
@@ -78,9 +86,7 @@ def test_skip_missing_runs_the_rest_and_records_the_skipped(tmp_path, fake):
     assert "1 finished, 0 pruned, 0 failed, 1 skipped" in result.stdout
 
 
-def test_crash_loop_stops_after_max_failures(tmp_path, fake):
-    crash = tmp_path / "crash"
-    crash.touch()
+def test_crash_loop_stops_after_max_failures(tmp_path, fake, crash):
     sweep = write_sweep(tmp_path, fake, FIVE)
     out = tmp_path / "out"
     result = run_sweep(sweep, "--out", str(out), cwd=tmp_path, FAKE_CRASH_FILE=str(crash))
@@ -104,9 +110,7 @@ def test_diverged_trials_are_results_not_crashes(tmp_path, fake):
     assert "stopping" not in result.stdout
 
 
-def test_retry_failed_finishes_the_grid_once_per_point(tmp_path, fake):
-    crash = tmp_path / "crash"
-    crash.touch()
+def test_retry_failed_finishes_the_grid_once_per_point(tmp_path, fake, crash):
     sweep = write_sweep(tmp_path, fake, FIVE)
     out = tmp_path / "out"
     first = run_sweep(sweep, "--out", str(out), cwd=tmp_path, FAKE_CRASH_FILE=str(crash))
@@ -129,9 +133,7 @@ def test_retry_failed_finishes_the_grid_once_per_point(tmp_path, fake):
     assert len(finished_runs(out)) == 5
 
 
-def test_retried_trials_count_once_against_run_cap(tmp_path, fake):
-    crash = tmp_path / "crash"
-    crash.touch()
+def test_retried_trials_count_once_against_run_cap(tmp_path, fake, crash):
     sweep = write_sweep(tmp_path, fake, FIVE, run_cap=3)
     out = tmp_path / "out"
     first = run_sweep(sweep, "--out", str(out), "--count", "2", cwd=tmp_path,
