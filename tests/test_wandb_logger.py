@@ -227,6 +227,44 @@ def test_sample_images_are_encoded_once_and_every_table_shows_them(
             assert np.array_equal(shown, samples.images[k])
 
 
+def test_pictures_read_back_exactly_and_their_files_go_with_the_run(offline: Path,
+                                                                    tmp_path: Path) -> None:
+    """The PNGs wbclf hands wandb (OpenCV, fast zlib level) hold the exact pixels: a logged
+    image, table images and Grad-CAM overlays; the folder holding them is gone at finish."""
+    from PIL import Image as PILImage
+
+    from wbclf.tracking.plots import cam_overlay
+
+    run_dir = tmp_path / "runs" / "pictures"
+    logger = WandbLogger(mode="offline", project="wbclf-test")
+    logger.start(cfg=make_cfg(tmp_path), run_dir=run_dir, class_names=NAMES, resume=False,
+                 start_epoch=1)
+    media = Path(logger._media.name)
+    rng = np.random.default_rng(3)
+    grid = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    logger.log_augment_preview(grid, "preview")
+    samples = make_samples(NAMES, n=3, cams=True)
+    logger.log_samples(1, samples, "val_samples")
+    run_epochs(logger, [1], {1: 0.5})
+    assert len(list(media.glob("*.png"))) == 7  # the grid, 3 pictures, 3 overlays
+    logger.finish("finished")
+    assert not media.exists()
+
+    run = read_offline_run(run_dir)
+    (row,) = run.rows_with("augment/preview")
+    (preview,) = [p for p in run.files if p.as_posix().endswith(row["augment/preview"]["path"])]
+    assert np.array_equal(np.asarray(PILImage.open(preview)), grid)
+    artifact = next(a for a in run.artifacts if a["name"] == f"run-{run.run_id}-val_samples")
+    entries = artifact["entries"]
+    (table,) = [p for p in entries if p.endswith(".table.json")]
+    rows = json.loads(Path(entries[table]).read_text())["data"]
+    for k, row in enumerate(rows):
+        picture = np.asarray(PILImage.open(entries[row[0]["path"]]).convert("RGB"))
+        overlay = np.asarray(PILImage.open(entries[row[-1]["path"]]).convert("RGB"))
+        assert np.array_equal(picture, samples.images[k])
+        assert np.array_equal(overlay, cam_overlay(samples.images[k], samples.cams[k]))
+
+
 def test_resume_continues_the_same_run_without_repeating_epochs(offline: Path,
                                                                 tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)
