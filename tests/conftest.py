@@ -68,6 +68,14 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 
 
 @pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh cache for this test: image and feature stores built here are its own."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("WBCLF_CACHE_DIR", str(path))
+    return path
+
+
+@pytest.fixture
 def postgres_url() -> str:
     """URL of the PostgreSQL server that `.ci/run` starts; skipped without one, except in CI."""
     url = os.environ.get("WBCLF_TEST_POSTGRES_URL", "")

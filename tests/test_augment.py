@@ -40,13 +40,6 @@ def bundle(toy_lesions):
     return prepare_data(cfg, progress=False)
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("WBCLF_CACHE_DIR", str(path))
-    return path
-
-
 def _write(path: Path, transforms: list, fmt: str = "yaml") -> Path:
     """A pipeline file in albumentations' own format, written by ``A.save``."""
     A.save(A.Compose(transforms), str(path), data_format=fmt)

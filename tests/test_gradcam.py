@@ -188,3 +188,55 @@ def test_training_computes_cams_only_for_the_tables_that_show_them(toy_lesions, 
     train_run(build_config({**base, "run_name": "plain", "log_samples": 0}), loggers=[plain])
     assert [e["val/acc"] for e in plain.history] == [e["val/acc"] for e in memory.history]
     assert plain.summary["test/acc"] == memory.summary["test/acc"]
+
+
+def test_remembered_feature_maps_give_the_same_maps_with_one_backbone_pass():
+    """A frozen backbone's feature maps of the same images are reused: identical maps for
+    either class, one backbone pass; other images (or ones pushed out) pass again."""
+    from wbclf.models import create_backbone, freeze_backbone
+    from wbclf.models.gradcam import FeatureMaps
+
+    torch.manual_seed(0)
+    model, _ = create_backbone("resnet10t", 3, pretrained=False)
+    freeze_backbone(model)
+    model.train()
+    passes: list[int] = []
+    model.conv1.register_forward_hook(lambda *_: passes.append(1))
+    images, others = _images(n=5, size=48), _images(n=5, size=48, seed=1)
+    memo = FeatureMaps(limit=1)
+    for c in (0, 2):
+        fresh = gradcam_for_images(model, images, np.full(5, c), IMAGENET, "cpu")
+        again = gradcam_for_images(model, images, np.full(5, c), IMAGENET, "cpu",
+                                   feature_maps=memo)
+        assert np.array_equal(fresh, again)
+    assert memo.computed == 1 and len(passes) == 3  # 2 fresh, 1 remembered for both classes
+    assert model.training and all(p.grad is None for p in model.parameters())
+    gradcam_for_images(model, others, np.zeros(5), IMAGENET, "cpu", feature_maps=memo)
+    gradcam_for_images(model, images, np.zeros(5), IMAGENET, "cpu", feature_maps=memo)
+    assert memo.computed == 3  # limit 1: the first batch was dropped for the second
+
+
+def test_frozen_run_passes_its_sample_images_through_the_backbone_once(toy_lesions, tmp_path,
+                                                                       cache_dir):
+    """The mid-run Grad-CAM and the best model's show the same val images: a frozen run
+    remembers their feature maps (the mistakes are test images: one more pass); its maps are
+    those of a plain Grad-CAM of the best model. A fine-tuned backbone remembers nothing."""
+    from wbclf.config import build_config
+    from wbclf.tracking.loggers import MemoryLogger
+    from wbclf.training.run import Run, _execute
+
+    base = {"dataset": str(toy_lesions), "model": "tf_efficientnet_lite0", "image_size": 48,
+            "epochs": 2, "batch_size": 8, "limit_per_class": 8, "log_samples": 4,
+            "out_dir": str(tmp_path), "wandb_mode": "disabled", "num_workers": "0"}
+    memory = MemoryLogger()
+    run = Run(build_config({**base, "strategy": "frozen"}), tmp_path / "frozen", memory)
+    _execute(run, resume=False)
+    assert run.plan.frozen_feature_maps.computed == 2
+    best = next(s for _, tag, s in memory.samples if tag == "best_samples")
+    inner = getattr(run.plan.model, "_orig_mod", run.plan.model)
+    normalizer = DeviceNormalizer(run.plan.data_config["mean"], run.plan.data_config["std"])
+    plain = gradcam_for_images(inner, best.images, best.preds, normalizer, "cpu")
+    assert np.array_equal(best.cams, plain)
+    tuned = Run(build_config({**base, "strategy": "finetune", "epochs": 1}),
+                tmp_path / "tuned", MemoryLogger())
+    assert tuned.plan.frozen_feature_maps is None

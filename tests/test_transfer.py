@@ -46,14 +46,6 @@ def _run(cfg, tmp_path: Path, name: str) -> Run:
 
 
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch) -> Path:
-    """A fresh cache for this test: image and feature stores built here are its own."""
-    path = tmp_path / "cache"
-    monkeypatch.setenv("WBCLF_CACHE_DIR", str(path))
-    return path
-
-
-@pytest.fixture
 def backbone_calls(monkeypatch) -> list[int]:
     """Counts every EfficientNet backbone forward pass (images per call)."""
     calls: list[int] = []

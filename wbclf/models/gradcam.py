@@ -18,9 +18,12 @@ few dozen lines, and it avoids a dependency whose layer guessing would need per-
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -49,12 +52,19 @@ def _last_conv(model: nn.Module) -> nn.Conv2d | None:
     return convs[-1] if convs else None
 
 
-def _activations_and_scores(model: nn.Module, x: torch.Tensor
+def _has_feature_interface(model: nn.Module) -> bool:
+    return hasattr(model, "forward_features") and hasattr(model, "forward_head")
+
+
+def _activations_and_scores(model: nn.Module, x: torch.Tensor,
+                            raw: torch.Tensor | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(feature map that requires grad, logits computed from it)."""
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
-        with torch.no_grad():  # the backbone's own gradients are never needed
-            raw = model.forward_features(x)
+    """(feature map that requires grad, logits computed from it); ``raw`` is
+    ``model.forward_features(x)`` when the caller already has it."""
+    if _has_feature_interface(model):
+        if raw is None:
+            with torch.no_grad():  # the backbone's own gradients are never needed
+                raw = model.forward_features(x)
         leaf = raw.detach().requires_grad_(True)
         grid = _as_nchw(leaf, model)
         if grid is not None:
@@ -79,8 +89,52 @@ def _activations_and_scores(model: nn.Module, x: torch.Tensor
     return captured[-1], logits
 
 
+class FeatureMaps:
+    """Backbone feature maps remembered per input batch, for a model whose
+    ``forward_features`` cannot change (a frozen backbone): Grad-CAM of images seen before is
+    then a pass through the head only. A run shows the same val images mid-run and again for
+    its best model; the backbone pass is most of a Grad-CAM's cost.
+
+    Args:
+        limit: Batches kept (the oldest is dropped first).
+    """
+
+    def __init__(self, limit: int = 4) -> None:
+        self.limit = limit
+        self._maps: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.computed = 0  # backbone passes made
+
+    def __call__(self, model: nn.Module, pixels: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        """``model.forward_features(x)`` in eval mode, where ``x`` is the input made from the
+        uint8 batch ``pixels`` (the key: the same pixels give the same input)."""
+        key = f"{pixels.shape}-{hashlib.blake2b(np.ascontiguousarray(pixels)).hexdigest()}"
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        with _eval(model), torch.no_grad():
+            raw = model.forward_features(x)
+        self.computed += 1
+        self._maps[key] = raw
+        while len(self._maps) > self.limit:
+            self._maps.popitem(last=False)
+        return raw
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
 def gradcam(model: nn.Module, x: torch.Tensor, classes: Sequence[int] | torch.Tensor,
-            size: tuple[int, int] | None = None) -> torch.Tensor:
+            size: tuple[int, int] | None = None, *, raw: torch.Tensor | None = None
+            ) -> torch.Tensor:
     """Grad-CAM maps of ``classes`` for a normalized batch.
 
     Args:
@@ -88,22 +142,17 @@ def gradcam(model: nn.Module, x: torch.Tensor, classes: Sequence[int] | torch.Te
         x: ``(N, 3, H, W)`` normalized float input.
         classes: The class to explain for each image, ``(N,)``.
         size: Output ``(height, width)``; default the input's.
+        raw: ``model.forward_features(x)`` in eval mode, when the caller has it already.
 
     Returns:
         ``(N, height, width)`` float32 maps in [0, 1] on ``x``'s device; each map is divided by
         its maximum, and a map with no positive evidence is all zeros.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            acts, logits = _activations_and_scores(model, x)
-            target = torch.as_tensor(classes, device=logits.device).long().view(-1, 1)
-            score = logits.float().gather(1, target).sum()
-            (grads,) = torch.autograd.grad(score, acts)
-    finally:
-        if was_training:
-            model.train()
+    with _eval(model), torch.enable_grad():
+        acts, logits = _activations_and_scores(model, x, raw)
+        target = torch.as_tensor(classes, device=logits.device).long().view(-1, 1)
+        score = logits.float().gather(1, target).sum()
+        (grads,) = torch.autograd.grad(score, acts)
     weights = grads.float().mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * acts.detach().float()).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=size or tuple(x.shape[-2:]), mode="bilinear",
@@ -115,7 +164,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, classes: Sequence[int] | torch.Te
 
 def gradcam_for_images(model: nn.Module, images: np.ndarray, classes: np.ndarray,
                        normalizer: nn.Module, device: torch.device | str,
-                       batch_size: int = 32) -> np.ndarray | None:
+                       batch_size: int = 32, feature_maps: FeatureMaps | None = None
+                       ) -> np.ndarray | None:
     """Grad-CAM maps for uint8 images, as the training loggers and ``wbclf predict`` use them.
 
     Args:
@@ -126,6 +176,8 @@ def gradcam_for_images(model: nn.Module, images: np.ndarray, classes: np.ndarray
             :class:`wbclf.data.transforms.DeviceNormalizer`).
         device: Where to compute.
         batch_size: Images per forward pass.
+        feature_maps: Where to remember the backbone's feature maps, for a model whose
+            backbone is frozen (see :class:`FeatureMaps`); None computes them every call.
 
     Returns:
         ``(N, H, W)`` float32 maps in [0, 1], or None when the model has no feature map to
@@ -144,7 +196,10 @@ def gradcam_for_images(model: nn.Module, images: np.ndarray, classes: np.ndarray
         for start in range(0, len(images), batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
             x = normalizer(chunk.permute(0, 3, 1, 2).to(device))
-            cams = gradcam(model, x, torch.from_numpy(labels[start:start + batch_size]))
+            raw = feature_maps(model, chunk.numpy(), x) \
+                if feature_maps is not None and _has_feature_interface(model) else None
+            cams = gradcam(model, x, torch.from_numpy(labels[start:start + batch_size]),
+                           raw=raw)
             out.append(cams.cpu().numpy())
     except (RuntimeError, ValueError) as err:  # includes CUDA out-of-memory
         warnings.warn(f"Grad-CAM unavailable for {type(model).__name__}: {err}", stacklevel=2)

@@ -19,7 +19,7 @@ from wbclf.data.datasets import DataBundle
 from wbclf.data.transforms import AugmentPipeline, DeviceNormalizer, resolve_augment
 from wbclf.device import Hardware
 from wbclf.models import FLOPS_METHOD, count_flops, count_params, model_digest
-from wbclf.models.gradcam import gradcam_for_images
+from wbclf.models.gradcam import FeatureMaps, gradcam_for_images
 from wbclf.training.optim import param_groups
 
 
@@ -88,8 +88,14 @@ class TrainingPlan:
         """Strategy-specific figures for the run summary (e.g. the feature cache's)."""
         return {}
 
+    # Plans whose backbone never changes during a run remember its feature maps here, so
+    # that Grad-CAM of the same sample images twice (mid-run, best model) passes the backbone
+    # once; None: every Grad-CAM runs the backbone (its weights may have moved).
+    frozen_feature_maps: FeatureMaps | None = None
+
     def cams(self, images: np.ndarray, preds: np.ndarray) -> np.ndarray | None:
         """Grad-CAM maps for sample images (None when unavailable)."""
         inner = getattr(self.model, "_orig_mod", self.model)
         normalizer = DeviceNormalizer(self.data_config["mean"], self.data_config["std"])
-        return gradcam_for_images(inner, images, preds, normalizer, self.hw.device)
+        return gradcam_for_images(inner, images, preds, normalizer, self.hw.device,
+                                  feature_maps=self.frozen_feature_maps)

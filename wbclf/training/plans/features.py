@@ -38,6 +38,7 @@ from wbclf.atomic import build_once, replacing
 from wbclf.data.datasets import collate_skip_none, resolve_workers
 from wbclf.data.transforms import DeviceNormalizer
 from wbclf.errors import RunError, UserError
+from wbclf.models.gradcam import FeatureMaps
 from wbclf.training.engine import evaluate, train_one_epoch
 from wbclf.training.optim import param_groups
 from wbclf.training.plans.base import TrainingPlan
@@ -234,6 +235,7 @@ class FeaturePlan(TrainingPlan):
         self.head = inner.get_submodule(self.head_name)
         self.views = 1 if self.augment.compose is None else AUGMENTED_VIEWS
         self.encoder = BackboneEncoder(inner, self.head, self.data_config, self.hw)
+        self.frozen_feature_maps = FeatureMaps()  # the backbone is frozen: see TrainingPlan
         self._as_float = _AsFloat()
         # the backbone's inference batch: what evaluation of the pixel path uses
         self.encode_batch = max(64, cfg.batch_size * 2)
