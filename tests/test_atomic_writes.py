@@ -80,8 +80,30 @@ def test_checkpoints_are_serialized_once_and_renamed_into_place_in_order(tmp_pat
     for path in (best, last):
         assert torch.equal(load_checkpoint(path)["model"]["w"], state["model"]["w"])
     assert best.read_bytes() == last.read_bytes()
+    assert best.stat().st_ino == last.stat().st_ino  # written once, linked
+    save_atomic({"epoch": 5}, last)  # an epoch that did not improve: best.pt stays
+    assert load_checkpoint(best)["epoch"] == 3 and load_checkpoint(last)["epoch"] == 5
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     with pytest.raises(RunError, match="could not write .*no earlier copy exists"):
         save_atomic({"epoch": 4}, best, blocked / "last.pt")
     assert load_checkpoint(best)["epoch"] == 4
+
+
+def test_checkpoints_are_copied_where_hard_links_are_refused(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from wbclf import checkpoint
+    from wbclf.checkpoint import load_checkpoint, save_atomic
+
+    def refuse(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(checkpoint.os, "link", refuse)
+    best, last = tmp_path / "best.pt", tmp_path / "runs" / "last.pt"
+    save_atomic({"w": torch.ones(3)}, best, last)
+    assert best.stat().st_ino != last.stat().st_ino
+    assert torch.equal(load_checkpoint(last)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["best.pt", "last.pt", "runs"]

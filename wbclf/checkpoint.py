@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +36,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_atomic(obj: Any, path: str | Path, *more: str | Path) -> None:
     """``torch.save`` written atomically: a crash or a full disk leaves the previous file.
 
-    Further paths get the same bytes, written in the order given (``best.pt`` before
-    ``last.pt``): the object is serialized once.
+    Further paths get the same bytes, in the order given (``best.pt`` before ``last.pt``):
+    the object is serialized and written once, and the other paths are hard links to that
+    file (a copy where the filesystem has no hard links). Every later save replaces a path
+    with a new file, so the paths never change together.
     """
     # Serialize in memory first: torch's zip writer turns a failed write (full disk) into an
     # opaque RuntimeError, while a plain file write raises the OSError that says why.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    for target in (Path(path), *map(Path, more)):
+    first = Path(path)
+    for target in (first, *map(Path, more)):
         try:
-            write_bytes_atomic(target, buffer.getbuffer())
+            if target is first or not _link_atomic(first, target):
+                write_bytes_atomic(target, buffer.getbuffer())
         except OSError as err:
             from wbclf.errors import RunError
 
             kept = "the previous one is intact" if target.exists() else "no earlier copy exists"
             raise RunError(f"could not write {target} ({err.strerror or err}); {kept}") from err
+
+
+def _link_atomic(source: Path, target: Path) -> bool:
+    """Make ``target`` a hard link to ``source``, replacing it in one rename; False where
+    hard links are not possible (another filesystem, or one without them)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-link-{os.getpid()}-{threading.get_ident()}")
+    tmp.unlink(missing_ok=True)  # left by a killed process that had this pid
+    try:
+        os.link(source, tmp)
+    except OSError as err:
+        if err.errno in _NO_HARD_LINKS:
+            return False
+        raise
+    try:
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+_NO_HARD_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
