@@ -90,7 +90,8 @@ class BoxedPictures(Artist):
         gc.set_clip_rectangle(self.get_figure(root=True).bbox)
         for picture, (x0, y0, x1, y1) in zip(self.pictures, self.pixel_boxes(renderer)):
             # Renderers take a raster bottom row first (as matplotlib's images hand it over)
-            # and place it by its bottom-left corner.
+            # and place it by its bottom-left corner; the flipped copy is also writable,
+            # which Agg requires (PIL's arrays are read-only).
             rgba = resample_rgba(picture, x1 - x0, y1 - y0)[::-1]
             renderer.draw_image(gc, x0 / scale, y0 / scale, np.ascontiguousarray(rgba))
         gc.restore()
