@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import ScaledTranslation
 from numpy.typing import ArrayLike
 
 from wbclf.atomic import replacing
+from wbclf.tracking.grid_pictures import BoxedPictures, fit_top_left
 from wbclf.tracking.records import SamplePredictions
 
 __all__ = [
@@ -233,6 +234,12 @@ def samples_grid(
     stay readable when the grid is shown at a page's width (``READ_WIDTH_PX``): few enough
     columns (4 with Grad-CAM, 6 without) and a font sized for that width.
 
+    The figure has no axes: the pictures are one artist (:class:`BoxedPictures`) that
+    resamples each once, to the pixels its box covers at the dpi the figure is saved at
+    (any dpi; PDF/SVG embed them at the dpi ``savefig`` is given); captions, title and
+    frames are figure-level text and patches. Drawing 32 axes and 32 ``imshow`` resamplings
+    took most of a grid's cost.
+
     Args:
         samples: The images and what the model said about them.
         cols: Images per row at most (default 4 with Grad-CAM, 6 without).
@@ -267,11 +274,13 @@ def samples_grid(
         caption_in=text_height_in(lines, font) + CAPTION_PAD_PT / 72,
         title_in=text_height_in(heading.count("\n") + 1, title_font) + 0.05 if heading else 0.0)
     fig = Figure(figsize=layout.size)
-    for k in range(n):
-        ax = fig.add_axes(layout.image_rect(k))
-        # An image narrower than its box keeps to the box's top left: under its caption.
-        ax.set_anchor("NW")
-        _draw_sample(ax, _grid_picture(samples, k), captions[k], bool(correct[k]), font)
+    pictures = [_grid_picture(samples, k) for k in range(n)]
+    # An image narrower than its box keeps to the box's top left: under its caption.
+    rects = [fit_top_left(layout.image_rect(k), p.shape[:2], layout.size)
+             for k, p in enumerate(pictures)]
+    fig.add_artist(BoxedPictures(pictures, rects))
+    for rect, caption, ok in zip(rects, captions, correct):
+        _caption_and_frame(fig, rect, caption, bool(ok), font)
     if heading:
         fig.suptitle(heading, fontsize=title_font, y=layout.title_y(), va="top")
     return fig
@@ -287,18 +296,24 @@ def _grid_picture(samples: SamplePredictions, k: int) -> np.ndarray:
     return np.concatenate([picture, gap, overlay], axis=1)
 
 
-def _draw_sample(ax: Axes, picture: np.ndarray, caption: str, ok: bool, font: float) -> None:
-    """One cell: the picture, its caption above it, a red frame around a mistake."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.imshow(picture, interpolation="antialiased")
+def _caption_and_frame(fig: Figure, rect: tuple[float, float, float, float], caption: str,
+                       ok: bool, font: float) -> None:
+    """A picture's caption above it and, around a mistake, a red frame.
+
+    Placed as an axes title and frame were: the caption's last baseline ``CAPTION_PAD_PT``
+    above the picture's left top corner, the frame 4 pt wide centred on its edge, with the
+    axes' thin dark edge line over its middle.
+    """
+    left, bottom, width, height = rect
     color = CORRECT_COLOR if ok else MISTAKE_COLOR
-    ax.set_title(caption, fontsize=font, color=color, loc="left", pad=CAPTION_PAD_PT)
-    for spine in ax.spines.values():
-        spine.set_visible(not ok)
+    above = fig.transFigure + ScaledTranslation(0, CAPTION_PAD_PT / 72, fig.dpi_scale_trans)
+    fig.text(left, bottom + height, caption, fontsize=font, color=color, ha="left",
+             va="baseline", transform=above)
     if not ok:
-        ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
-                               edgecolor=MISTAKE_COLOR, linewidth=4, clip_on=False))
+        for edge, line_width, z in ((MISTAKE_COLOR, 4.0, 1.0), ("black", 0.8, 2.5)):
+            fig.add_artist(Rectangle((left, bottom), width, height, transform=fig.transFigure,
+                                     fill=False, edgecolor=edge, linewidth=line_width,
+                                     zorder=z))
 
 
 def _sample_caption(true: str, pred: str, confidence: float, width: int) -> str:
