@@ -190,9 +190,10 @@ def test_training_computes_cams_only_for_the_tables_that_show_them(toy_lesions, 
     assert plain.summary["test/acc"] == memory.summary["test/acc"]
 
 
-def test_remembered_feature_maps_give_the_same_maps_with_one_backbone_pass():
+def test_remembered_feature_maps_give_the_same_maps_with_one_backbone_pass(tmp_path):
     """A frozen backbone's feature maps of the same images are reused: identical maps for
-    either class, one backbone pass; other images (or ones pushed out) pass again."""
+    either class, one backbone pass; other images (or ones pushed out) pass again. With a
+    folder, another process's memo reads them back; a torn file is computed again."""
     from wbclf.models import create_backbone, freeze_backbone
     from wbclf.models.gradcam import FeatureMaps
 
@@ -201,7 +202,7 @@ def test_remembered_feature_maps_give_the_same_maps_with_one_backbone_pass():
     freeze_backbone(model)
     model.train()
     passes: list[int] = []
-    model.conv1.register_forward_hook(lambda *_: passes.append(1))
+    model.conv1.register_forward_hook(lambda _m, inputs, _o: passes.append(len(inputs[0])))
     images, others = _images(n=5, size=48), _images(n=5, size=48, seed=1)
     memo = FeatureMaps(limit=1)
     for c in (0, 2):
@@ -209,34 +210,62 @@ def test_remembered_feature_maps_give_the_same_maps_with_one_backbone_pass():
         again = gradcam_for_images(model, images, np.full(5, c), IMAGENET, "cpu",
                                    feature_maps=memo)
         assert np.array_equal(fresh, again)
-    assert memo.computed == 1 and len(passes) == 3  # 2 fresh, 1 remembered for both classes
+    assert memo.computed == 5 and passes == [5, 5, 5]  # 2 fresh, 1 remembered for both
     assert model.training and all(p.grad is None for p in model.parameters())
     gradcam_for_images(model, others, np.zeros(5), IMAGENET, "cpu", feature_maps=memo)
     gradcam_for_images(model, images, np.zeros(5), IMAGENET, "cpu", feature_maps=memo)
-    assert memo.computed == 3  # limit 1: the first batch was dropped for the second
+    assert memo.computed == 15  # limit 1: the first batch was dropped for the second
+
+    folder = tmp_path / "maps"
+    first = FeatureMaps(folder=folder)
+    expected = gradcam_for_images(model, images[:3], np.ones(3), IMAGENET, "cpu",
+                                  feature_maps=first)
+    assert (first.computed, first.loaded, len(list(folder.glob("*.npy")))) == (3, 0, 3)
+    later = FeatureMaps(folder=folder)  # another trial of the study
+    passes.clear()
+    read_back = gradcam_for_images(model, images[:3], np.ones(3), IMAGENET, "cpu",
+                                   feature_maps=later)
+    assert np.allclose(read_back, expected, atol=1e-5)  # the same maps, laid out anew
+    assert (later.computed, later.loaded, passes) == (0, 3, [])
+    torn = sorted(folder.glob("*.npy"))[0]
+    torn.write_bytes(torn.read_bytes()[:50])
+    mixed = gradcam_for_images(model, images, np.ones(5), IMAGENET, "cpu",
+                               feature_maps=FeatureMaps(folder=folder))
+    assert passes == [3]  # the torn one and the two new ones, in one batch
+    assert np.allclose(mixed, gradcam_for_images(model, images, np.ones(5), IMAGENET, "cpu"),
+                       atol=1e-5)
 
 
-def test_frozen_run_passes_its_sample_images_through_the_backbone_once(toy_lesions, tmp_path,
-                                                                       cache_dir):
+def test_frozen_runs_pass_their_sample_images_through_the_backbone_once(toy_lesions, tmp_path,
+                                                                        cache_dir):
     """The mid-run Grad-CAM and the best model's show the same val images: a frozen run
-    remembers their feature maps (the mistakes are test images: one more pass); its maps are
-    those of a plain Grad-CAM of the best model. A fine-tuned backbone remembers nothing."""
+    passes them through the backbone once (the mistakes are test images), and the next run
+    of the study reads their maps back; its maps are those of a plain Grad-CAM of its best
+    model. A fine-tuned backbone remembers nothing."""
     from wbclf.config import build_config
     from wbclf.tracking.loggers import MemoryLogger
     from wbclf.training.run import Run, _execute
 
     base = {"dataset": str(toy_lesions), "model": "tf_efficientnet_lite0", "image_size": 48,
             "epochs": 2, "batch_size": 8, "limit_per_class": 8, "log_samples": 4,
-            "out_dir": str(tmp_path), "wandb_mode": "disabled", "num_workers": "0"}
-    memory = MemoryLogger()
-    run = Run(build_config({**base, "strategy": "frozen"}), tmp_path / "frozen", memory)
-    _execute(run, resume=False)
-    assert run.plan.frozen_feature_maps.computed == 2
-    best = next(s for _, tag, s in memory.samples if tag == "best_samples")
-    inner = getattr(run.plan.model, "_orig_mod", run.plan.model)
-    normalizer = DeviceNormalizer(run.plan.data_config["mean"], run.plan.data_config["std"])
-    plain = gradcam_for_images(inner, best.images, best.preds, normalizer, "cpu")
-    assert np.array_equal(best.cams, plain)
+            "out_dir": str(tmp_path), "wandb_mode": "disabled", "num_workers": "0",
+            "strategy": "frozen"}
+    counts = []
+    for lr in (1e-3, 3e-2):
+        memory = MemoryLogger()
+        run = Run(build_config({**base, "lr": lr, "run_name": f"lr{lr}"}),
+                  tmp_path / f"lr{lr}", memory)
+        _execute(run, resume=False)
+        maps = run.plan.frozen_feature_maps
+        counts.append((maps.computed, maps.loaded, len(memory.mistakes[0].images)))
+        best = next(s for _, tag, s in memory.samples if tag == "best_samples")
+        inner = getattr(run.plan.model, "_orig_mod", run.plan.model)
+        normalizer = DeviceNormalizer(run.plan.data_config["mean"], run.plan.data_config["std"])
+        plain = gradcam_for_images(inner, best.images, best.preds, normalizer, "cpu")
+        assert np.allclose(best.cams, plain, atol=1e-5)
+    (computed, loaded, mistakes), (computed2, loaded2, mistakes2) = counts
+    assert (computed, loaded) == (4 + mistakes, 0)  # val samples once, then the mistakes
+    assert loaded2 >= 4 and computed2 + loaded2 == 4 + mistakes2
     tuned = Run(build_config({**base, "strategy": "finetune", "epochs": 1}),
                 tmp_path / "tuned", MemoryLogger())
     assert tuned.plan.frozen_feature_maps is None

@@ -24,12 +24,15 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from wbclf.atomic import replacing
 
 
 def _as_nchw(features: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
@@ -95,29 +98,74 @@ class FeatureMaps:
     then a pass through the head only. A run shows the same val images mid-run and again for
     its best model; the backbone pass is most of a Grad-CAM's cost.
 
+    With ``folder``, each image's map is also kept on disk (``<digest>.npy``, float32 as
+    computed), so the trials of a study that share the frozen backbone pass each sample image
+    through it once; the folder's name must say which backbone, weights and preprocessing
+    made the maps. A map read back is laid out anew in memory (and may have been computed in
+    another batch), which can move a heat map's last bits, not the picture.
+
     Args:
-        limit: Batches kept (the oldest is dropped first).
+        limit: Batches kept in memory (the oldest is dropped first).
+        folder: Where maps are kept across processes; None: memory only.
     """
 
-    def __init__(self, limit: int = 4) -> None:
+    def __init__(self, limit: int = 4, folder: Path | None = None) -> None:
         self.limit = limit
+        self.folder = folder
         self._maps: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.computed = 0  # backbone passes made
+        self.computed = 0  # images passed through the backbone
+        self.loaded = 0  # images whose map was read from the folder
 
     def __call__(self, model: nn.Module, pixels: np.ndarray, x: torch.Tensor) -> torch.Tensor:
         """``model.forward_features(x)`` in eval mode, where ``x`` is the input made from the
         uint8 batch ``pixels`` (the key: the same pixels give the same input)."""
-        key = f"{pixels.shape}-{hashlib.blake2b(np.ascontiguousarray(pixels)).hexdigest()}"
+        key = _digest(pixels)
         if key in self._maps:
             self._maps.move_to_end(key)
             return self._maps[key]
-        with _eval(model), torch.no_grad():
-            raw = model.forward_features(x)
-        self.computed += 1
+        stored = self._read([_digest(image) for image in pixels])
+        missing = [i for i, m in enumerate(stored) if m is None]
+        if missing:
+            with _eval(model), torch.no_grad():
+                fresh = model.forward_features(x[missing] if len(missing) < len(x) else x)
+            self.computed += len(missing)
+            for row, i in enumerate(missing):
+                stored[i] = fresh[row]
+                self._write(_digest(pixels[i]), fresh[row])
+        self.loaded += len(pixels) - len(missing)
+        if len(missing) == len(x):
+            raw = fresh  # as computed: its memory layout (hence its arithmetic) unchanged
+        else:
+            raw = torch.stack([m.to(x.device) for m in stored])  # type: ignore[union-attr]
         self._maps[key] = raw
         while len(self._maps) > self.limit:
             self._maps.popitem(last=False)
         return raw
+
+    def _read(self, digests: list[str]) -> list[torch.Tensor | None]:
+        if self.folder is None:
+            return [None] * len(digests)
+        maps: list[torch.Tensor | None] = []
+        for digest in digests:
+            try:
+                maps.append(torch.from_numpy(np.load(self.folder / f"{digest}.npy")))
+            except (OSError, ValueError):  # absent, or torn by a killed writer: compute it
+                maps.append(None)
+        return maps
+
+    def _write(self, digest: str, feature_map: torch.Tensor) -> None:
+        if self.folder is None:
+            return
+        try:
+            with replacing(self.folder / f"{digest}.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, feature_map.detach().cpu().numpy())
+        except OSError:  # a full or read-only cache costs time, never the run
+            pass
+
+
+def _digest(pixels: np.ndarray) -> str:
+    pixels = np.ascontiguousarray(pixels)
+    return f"{'x'.join(map(str, pixels.shape))}-{hashlib.blake2b(pixels).hexdigest()[:40]}"
 
 
 @contextmanager

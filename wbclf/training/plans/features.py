@@ -235,13 +235,16 @@ class FeaturePlan(TrainingPlan):
         self.head = inner.get_submodule(self.head_name)
         self.views = 1 if self.augment.compose is None else AUGMENTED_VIEWS
         self.encoder = BackboneEncoder(inner, self.head, self.data_config, self.hw)
-        self.frozen_feature_maps = FeatureMaps()  # the backbone is frozen: see TrainingPlan
         self._as_float = _AsFloat()
         # the backbone's inference batch: what evaluation of the pixel path uses
         self.encode_batch = max(64, cfg.batch_size * 2)
         self.eval_batch = 1024  # head-only evaluation on stored features
         start = time.perf_counter()
         base, views = self._build_stores(inner)
+        # The backbone is frozen (see TrainingPlan.frozen_feature_maps): its feature maps of
+        # the sample images are kept beside the feature stores, for every run that shares it.
+        self.frozen_feature_maps = FeatureMaps(folder=base.data_path.parent.parent
+                                               / "feature_maps" / _key(self._backbone_key))
         self.build_s = time.perf_counter() - start
         self.features_s = self.build_s
         self.reused = not base.built and (views is None or not views.built)
@@ -280,6 +283,9 @@ class FeaturePlan(TrainingPlan):
                                                                  "interpolation")},
             "precision": str(self.hw.autocast_dtype),
         }
+        # what a feature map depends on: not which images are cached (a map is per image)
+        self._backbone_key = {k: v for k, v in parts.items() if k not in ("images", "image_size")}
+        self._backbone_key["device"] = self.hw.device.type
         base = build_or_load_store(folder, _key(parts), cache.count, self._cache_batches,
                                    self.encoder, {"key": parts}, progress=self.progress)
         if self.views == 1:
