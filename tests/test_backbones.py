@@ -284,23 +284,3 @@ def test_unfreeze_backbone_trains_everything_again():
     _train_steps(model, steps=1)
     assert not torch.equal(before["bn1.running_mean"], model.state_dict()["bn1.running_mean"])
     assert not torch.equal(before["conv1.0.weight"], model.state_dict()["conv1.0.weight"])
-
-
-def test_offline_hub_weights_load_from_the_hugging_face_cache_or_are_skipped(tmp_path):
-    """HF_HUB_OFFLINE: weights in the Hugging Face cache (its real layout) load through timm;
-    without them timm is not even asked, and the reason names the cache."""
-    hub_id = timm.models.get_pretrained_cfg(TINY).hf_hub_id
-    with pytest.raises(WeightsNotFoundError, match="not in the Hugging Face cache"):
-        create_backbone(TINY, 2, pretrained=True)
-
-    torch.manual_seed(7)
-    stored = timm.create_model(TINY, pretrained=False).state_dict()
-    repo = tmp_path / "hf" / f"models--{hub_id.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    safetensors.torch.save_file(stored, str(repo / "snapshots" / commit / "model.safetensors"))
-    model, source = create_backbone(TINY, 2, pretrained=True)
-    assert (source.kind, source.detail) == ("timm-hub", hub_id)
-    assert torch.equal(model.state_dict()["conv1.0.weight"], stored["conv1.0.weight"])

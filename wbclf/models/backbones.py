@@ -244,11 +244,6 @@ def _timm_source(name: str) -> tuple[str, str | None]:
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         return "", "timm has no pretrained weights for this model"
     if cfg.hf_hub_id:
-        if huggingface_hub.constants.HF_HUB_OFFLINE and not _in_hf_cache(
-                cfg.hf_hub_id, getattr(cfg, "hf_hub_filename", None)):
-            # timm would build the model only to fail on the download (~0.05 s a run)
-            return cfg.hf_hub_id, ("HF_HUB_OFFLINE=1 and the weights are not in the Hugging "
-                                   "Face cache")
         return cfg.hf_hub_id, None
     if cfg.url and huggingface_hub.constants.HF_HUB_OFFLINE:
         # timm downloads URL-only weights with torch.hub, which ignores HF_HUB_OFFLINE: only
@@ -257,24 +252,6 @@ def _timm_source(name: str) -> tuple[str, str | None]:
         if not cached.is_file():
             return cfg.url, "HF_HUB_OFFLINE=1 and the URL's file is not in the torch.hub cache"
     return cfg.url or cfg.file, None
-
-
-# The files timm's hub loader asks for, safetensors first (timm.models._hub).
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
-                    "open_clip_pytorch_model.bin")
-
-
-def _in_hf_cache(hub_id: str, filename: str | None) -> bool:
-    """Whether the Hugging Face cache holds a weight file timm would load for ``hub_id``
-    (``repo`` or ``repo@revision``)."""
-    import huggingface_hub
-
-    repo, _, revision = hub_id.partition("@")
-    for name in ([filename] if filename else []) + list(_HF_WEIGHT_FILES):
-        found = huggingface_hub.try_to_load_from_cache(repo, name, revision=revision or None)
-        if isinstance(found, str):
-            return True
-    return False
 
 
 def _set_data_config(model: nn.Module, data_config: dict) -> None:
