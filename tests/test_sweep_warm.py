@@ -185,3 +185,42 @@ def test_warm_and_cold_sweeps_give_the_same_metrics(tmp_path, toy_lesions):
             + [runs[name]["test/acc"]] for name in runs}
         assert all((out / name / "samples.png").is_file() for name in runs)
     assert histories["warm"] == histories["cold"]
+
+
+PRELOADED_WEIGHTS = """
+from wbclf.sweeps.warm import preload
+preload()
+from wbclf.models import packaged
+before = len(packaged._READ)
+held = [v for d in packaged._READ.values() for v in d.values()]
+again = packaged.read_stored_state_dict(packaged.packaged_weights_for("tf_efficientnet_lite0"))
+print(before, len(held), all(a is b for a, b in zip(again.values(), held)))
+"""
+
+
+@pytest.mark.parametrize("models, expected", [
+    ("tf_efficientnet_lite0,resnet18", "1 296 True"),  # resnet18 has none packaged
+    ("", "0 0 True")])
+def test_the_worker_reads_the_sweeps_packaged_weights_once(models, expected, tmp_path):
+    """The models a sweep names reach the worker, which reads their packaged weights before
+    it forks: a trial's read is then the worker's tensors, not the file again."""
+    import subprocess
+
+    from wbclf.sweeps.schema import load_sweep
+    from wbclf.sweeps.warm import MODELS_ENV
+
+    spec = load_sweep(REPO / "sweeps" / "transfer_frozen.yaml")
+    assert spec.choices("model") == ["tf_efficientnet_lite0", "resnet18",
+                                     "mobilenetv3_large_100"]
+    assert spec.choices("strategy") == ["frozen"] and spec.choices("no_such_key") == []
+    done = subprocess.run([sys.executable, "-c", PRELOADED_WEIGHTS], capture_output=True,
+                          text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                    MODELS_ENV: models})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == expected
+    worker = WarmWorker.open(tmp_path / "worker.log", models=models.split(",") if models else [])
+    try:
+        environ = Path(f"/proc/{worker.proc.pid}/environ").read_bytes().split(b"\0")
+        assert f"{MODELS_ENV}={models}".encode() in environ
+    finally:
+        worker.close()

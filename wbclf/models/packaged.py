@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import as_file, files
 
@@ -192,6 +192,11 @@ def packaged_weights_for(name: str) -> PackagedWeights | None:
 def read_stored_state_dict(entry: PackagedWeights) -> dict[str, torch.Tensor]:
     """Read the weight file as stored (source names), after checking its checksum.
 
+    A file is read and checked once per process while its size and mtime stay the same: the
+    runs of an in-process study, and the trials a warm sweep worker forks after
+    :func:`preload_packaged_weights`, share the tensors (callers copy them into a model and
+    must not change them; the dict itself is a new one each call).
+
     Raises:
         FileNotFoundError: The package or its file is missing.
         PackagedWeightsError: The checksum does not match.
@@ -205,7 +210,18 @@ def read_stored_state_dict(entry: PackagedWeights) -> dict[str, torch.Tensor]:
     with as_file(resource) as path:
         if not path.is_file():
             raise FileNotFoundError(f"{entry.package} is installed but has no {entry.filename}")
-        data = path.read_bytes()
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, entry.sha256_prefix)
+        if key not in _READ:
+            _READ.clear()  # at most one file held: another release replaces it
+            _READ[key] = _read_checked(entry, path.read_bytes())
+    return dict(_READ[key])
+
+
+_READ: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+def _read_checked(entry: PackagedWeights, data: bytes) -> dict[str, torch.Tensor]:
     digest = hashlib.sha256(data).hexdigest()
     if not digest.startswith(entry.sha256_prefix):
         raise PackagedWeightsError(
@@ -213,6 +229,20 @@ def read_stored_state_dict(entry: PackagedWeights) -> dict[str, torch.Tensor]:
             f"{entry.sha256_prefix}...: corrupted or a different release"
         )
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def preload_packaged_weights(names: Sequence[str]) -> None:
+    """Read the packaged weights of the timm models ``names`` that have some (a warm sweep
+    worker does this before forking trials); a missing or broken package is left for the
+    run to report."""
+    for name in names:
+        entry = packaged_weights_for(name)
+        if entry is None:
+            continue
+        try:
+            read_stored_state_dict(entry)
+        except (OSError, PackagedWeightsError):
+            pass
 
 
 def map_packaged_state_dict(

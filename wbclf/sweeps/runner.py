@@ -217,7 +217,8 @@ class SweepRunner:
             return
         self._warm_tried = True
         try:
-            self.warm = WarmWorker.open(self.out / "logs" / "warm-worker.log")
+            self.warm = WarmWorker.open(self.out / "logs" / "warm-worker.log",
+                                        models=[str(m) for m in self.spec.choices("model")])
         except (OSError, RuntimeError) as err:
             self._say(f"warning: trials start cold: the warm trial worker failed ({err})")
         except KeyboardInterrupt:  # the claimed trial has no process yet: it runs next time

@@ -60,6 +60,16 @@ class SweepSpec:
         """Parameters that differ between trials."""
         return {k: p for k, p in self.parameters.items() if not p.is_constant}
 
+    def choices(self, name: str) -> list[Any]:
+        """Every value parameter ``name`` can take when it is listed (``value``/``values``);
+        [] for a distribution or a parameter the sweep does not set."""
+        param = self.parameters.get(name)
+        if param is None:
+            return []
+        if param.is_constant:
+            return [param.config["value"]]
+        return list(param.config.get("values", []))
+
     @property
     def constants(self) -> dict[str, Any]:
         """Parameters that are the same in every trial (``value:`` and pins)."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 ENV_SWITCH = "WBCLF_WARM_TRIALS"  # "0": every trial starts cold
+MODELS_ENV = "WBCLF_WARM_MODELS"  # the sweep's timm models, comma-separated: see preload
 READY = "ready"
 PUMP_S = 0.05
 _IMPORT_TEMP_DIRS: list[Any] = []  # tempfile.TemporaryDirectory objects made by imports
@@ -97,17 +98,20 @@ class WarmWorker:
         self.alive = True
 
     @classmethod
-    def open(cls, log_path: Path, env: Mapping[str, str] | None = None) -> WarmWorker:
+    def open(cls, log_path: Path, env: Mapping[str, str] | None = None,
+             models: Sequence[str] = ()) -> WarmWorker:
         """Start a worker and wait until it has imported everything (seconds, once).
 
-        Its own output (import warnings, a crash) goes to ``log_path``.
+        Its own output (import warnings, a crash) goes to ``log_path``. ``models``: the timm
+        models the sweep's trials build, whose packaged weights the worker reads once.
         """
         code = "import sys; from wbclf.sweeps.warm import serve; sys.exit(serve())"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log:
             proc = subprocess.Popen(  # noqa: PLW1509 -- preexec_fn: before any thread starts
                 [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log, env=dict(os.environ if env is None else env),
+                stderr=log, env={**(os.environ if env is None else env),
+                                 MODELS_ENV: ",".join(models)},
                 start_new_session=True, preexec_fn=_die_with_parent)
         worker = cls(proc)
         ready = worker._await(lambda msg: msg.get("event") == READY, what="start")
@@ -324,6 +328,12 @@ def preload() -> None:
     from PIL import Image
 
     Image.preinit()  # the image format plugins PIL would otherwise load in every trial
+    try:  # the packaged weights of the sweep's models: read and checked once, not per trial
+        from wbclf.models.packaged import preload_packaged_weights
+
+        preload_packaged_weights([m for m in os.environ.get(MODELS_ENV, "").split(",") if m])
+    except Exception:  # noqa: BLE001 -- a trial that needs them reports the problem itself
+        pass
     with warnings.catch_warnings():  # isinstance() on some lazy torch objects warns
         warnings.simplefilter("ignore")
         _IMPORT_TEMP_DIRS[:] = [o for o in gc.get_objects()
