@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike
 
 from wbclf.atomic import replacing
 from wbclf.tracking.grid_pictures import BoxedPictures, fit_top_left
+from wbclf.tracking.line_text import figure_text
 from wbclf.tracking.records import SamplePredictions
 
 __all__ = [
@@ -307,8 +308,8 @@ def _caption_and_frame(fig: Figure, rect: tuple[float, float, float, float], cap
     left, bottom, width, height = rect
     color = CORRECT_COLOR if ok else MISTAKE_COLOR
     above = fig.transFigure + ScaledTranslation(0, CAPTION_PAD_PT / 72, fig.dpi_scale_trans)
-    fig.text(left, bottom + height, caption, fontsize=font, color=color, ha="left",
-             va="baseline", transform=above)
+    figure_text(fig, left, bottom + height, caption, fontsize=font, color=color, ha="left",
+                va="baseline", transform=above)
     if not ok:
         for edge, line_width, z in ((MISTAKE_COLOR, 4.0, 1.0), ("black", 0.8, 2.5)):
             fig.add_artist(Rectangle((left, bottom), width, height, transform=fig.transFigure,
