@@ -1,80 +1,64 @@
-"""LineText: figure text that Agg renders a line at a time, placed as matplotlib places it;
-everything else (other backends, mathtext, rotation) untouched."""
+"""LineCanvasAgg: Agg that renders each upright text line in one call, placed where
+matplotlib's own Agg places it; mathtext and rotated text drawn by Agg itself."""
 
 from __future__ import annotations
 
-import io
-
-import matplotlib
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.text import Text
 
-from wbclf.tracking.plots import render_rgba
-from wbclf.tracking.line_text import LineText, figure_text
+from wbclf.tracking.line_text import LineCanvasAgg, LineRendererAgg
 
 CAPTION = "true: Tomato / Spider mites Two-spotted\nspider mite\npred 0.67: Grape / healthy"
-PLACES = [  # (x, y, text, properties)
-    (0.02, 0.95, CAPTION, {"fontsize": 8.5, "color": "#1a7f37", "va": "top"}),
-    (0.5, 0.5, "centred, half transparent", {"fontsize": 12, "color": "#cf222e", "alpha": 0.5,
-                                             "ha": "center", "va": "center"}),
-    (0.98, 0.05, "Malignant (count 12)\nbaseline", {"fontsize": 7, "ha": "right",
-                                                    "va": "baseline"}),
-]
 
 
-def _figure(cls: type, places=PLACES) -> Figure:
-    fig = Figure(figsize=(5, 3))
-    for x, y, text, props in places:
-        fig.add_artist(cls(x, y, text, transform=fig.transFigure, **props))
+def _figure() -> Figure:
+    """Figure text in several alignments and colours, and an axes with ticks and a legend."""
+    fig = Figure(figsize=(5, 4))
+    fig.text(0.02, 0.97, CAPTION, fontsize=8.5, color="#1a7f37", va="top")
+    fig.text(0.98, 0.6, "Malignant (12)\nbaseline", fontsize=7, ha="right", va="baseline")
+    fig.text(0.5, 0.45, "centred, half transparent", fontsize=12, color="#cf222e", alpha=0.5,
+             ha="center", va="center")
+    ax = fig.add_axes((0.15, 0.08, 0.5, 0.3))
+    ax.plot([0, 1], [0, 1], label="ROC (AUC 0.912)")
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("test: ECE 0.041 (n=400)", fontsize=9)
     return fig
 
 
-def _ink(rgba: np.ndarray) -> np.ndarray:
-    return 255 - rgba[..., :3].astype(int)
+def _draw(fig: Figure, canvas: type) -> np.ndarray:
+    agg = canvas(fig)
+    agg.draw()
+    return 255 - np.asarray(agg.buffer_rgba())[..., :3].astype(int)  # ink
 
 
 @pytest.mark.parametrize("dpi", [72, 110, 200])
-def test_agg_renders_whole_lines_where_matplotlib_puts_them(dpi):
-    plain = _ink(render_rgba(_figure(Text), dpi=dpi))
-    fast = _ink(render_rgba(_figure(LineText), dpi=dpi))
-    assert not np.array_equal(plain, fast)  # really drawn another way
+def test_lines_land_where_agg_puts_them_with_the_same_ink_and_colour(dpi):
+    fig = _figure()
+    fig.set_dpi(dpi)
+    plain, fast = _draw(fig, FigureCanvasAgg), _draw(fig, LineCanvasAgg)
+    assert isinstance(fig.canvas.get_renderer(), LineRendererAgg)
+    assert not np.array_equal(plain, fast)  # really rendered another way
     assert abs(fast.sum() / plain.sum() - 1) < 0.03  # the same amount of ink...
     for axis in (0, 1):  # ...in the same rows and columns, to a pixel or two
         lines = [np.nonzero((ink.max(axis=2) > 60).any(axis=axis))[0] for ink in (plain, fast)]
         gaps = np.abs(np.subtract.outer(*lines))
         assert gaps.min(axis=1).max() <= 2 and gaps.min(axis=0).max() <= 2
-    # the same colours: the mean colour of well-inked pixels
-    for ink in (plain, fast):
+    for ink in (plain, fast):  # the same colours: the mean of well-inked pixels
         assert (ink.max(axis=2) > 100).sum() > 100
     shades = [(255 - ink)[ink.max(axis=2) > 100].mean(axis=0) for ink in (plain, fast)]
     assert np.abs(shades[0] - shades[1]).max() < 12
-    faint = _ink(render_rgba(_figure(LineText, PLACES[1:2]), dpi=dpi))
-    assert faint.max() <= 0.55 * 255  # alpha 0.5: never full red
+    faint = Figure(figsize=(3, 1), dpi=dpi)
+    faint.text(0.1, 0.4, "half transparent", fontsize=12, color="#cf222e", alpha=0.5)
+    assert _draw(faint, LineCanvasAgg).max() <= 0.55 * 255  # alpha 0.5: never full red
 
 
-@pytest.mark.parametrize("text, props", [
-    (r"$x^2 + \alpha$", {}), ("rotated", {"rotation": 30}), ("upright", {"rotation": 90})])
-def test_mathtext_and_rotated_lines_are_left_to_matplotlib(text, props):
-    place = [(0.1, 0.5, text, {"fontsize": 14, **props})]
-    plain = render_rgba(_figure(Text, place), dpi=110)
-    fast = render_rgba(_figure(LineText, place), dpi=110)
-    assert np.array_equal(plain, fast)
-
-
-def test_other_backends_get_plain_text_and_figure_text_is_a_figure_text():
-    matplotlib.rcParams["svg.hashsalt"] = "wbclf"
-    outputs = []
-    for cls in (Text, LineText):
-        buf = io.BytesIO()
-        _figure(cls).savefig(buf, format="svg", metadata={"Date": None})
-        outputs.append(buf.getvalue())
-    assert outputs[0] == outputs[1]
-
-    fig = Figure(figsize=(2, 1))
-    text = figure_text(fig, 0.1, 0.2, "hello", fontsize=9)
-    assert isinstance(text, LineText) and fig.texts == [text]
-    assert tuple(text.get_position()) == (0.1, 0.2) and text.get_transform() == fig.transFigure
-    text.remove()
-    assert fig.texts == []
+def test_mathtext_and_rotated_lines_are_agg_s_own():
+    """Drawn by Agg itself: a figure of only such text has Agg's pixels exactly."""
+    fig = Figure(figsize=(4, 3))
+    fig.text(0.1, 0.8, r"$\alpha^2 + \sqrt{x}$", fontsize=12)
+    fig.text(0.1, 0.2, "rotated 45", rotation=45, color="#8250df")
+    fig.text(0.8, 0.2, "true positive rate", rotation=90, fontsize=9)
+    plain, fast = _draw(fig, FigureCanvasAgg), _draw(fig, LineCanvasAgg)
+    assert plain.sum() > 0 and np.array_equal(plain, fast)

@@ -210,15 +210,18 @@ def _grid_and_curves() -> list[Figure]:
 
 @pytest.mark.parametrize("dpi", [110, 40])
 def test_png_has_the_pixels_savefig_writes(tmp_path, dpi):
-    """One Agg draw and OpenCV's encoder: savefig's pixels exactly, RGB instead of RGBA."""
+    """One Agg draw and OpenCV's encoder: savefig's pixels exactly (savefig on the same
+    line-at-a-time canvas, see test_line_text), RGB instead of RGBA."""
     import io
 
     from PIL import Image
 
+    from wbclf.tracking.line_text import LineCanvasAgg
     from wbclf.tracking.plots import save_figure_atomic
 
     for k, (ours, theirs) in enumerate(zip(_grid_and_curves(), _grid_and_curves())):
         path = save_figure_atomic(ours, tmp_path / f"{k}.png", dpi=dpi)
+        LineCanvasAgg(theirs)  # savefig prints with the figure's canvas
         buf = io.BytesIO()
         theirs.savefig(buf, format="png", dpi=dpi, facecolor="white",
                        pil_kwargs={"compress_level": 1})

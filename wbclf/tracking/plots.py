@@ -20,7 +20,6 @@ from numpy.typing import ArrayLike
 
 from wbclf.atomic import replacing
 from wbclf.tracking.grid_pictures import BoxedPictures, fit_top_left
-from wbclf.tracking.line_text import figure_text
 from wbclf.tracking.records import SamplePredictions
 
 __all__ = [
@@ -308,8 +307,8 @@ def _caption_and_frame(fig: Figure, rect: tuple[float, float, float, float], cap
     left, bottom, width, height = rect
     color = CORRECT_COLOR if ok else MISTAKE_COLOR
     above = fig.transFigure + ScaledTranslation(0, CAPTION_PAD_PT / 72, fig.dpi_scale_trans)
-    figure_text(fig, left, bottom + height, caption, fontsize=font, color=color, ha="left",
-                va="baseline", transform=above)
+    fig.text(left, bottom + height, caption, fontsize=font, color=color, ha="left",
+             va="baseline", transform=above)
     if not ok:
         for edge, line_width, z in ((MISTAKE_COLOR, 4.0, 1.0), ("black", 0.8, 2.5)):
             fig.add_artist(Rectangle((left, bottom), width, height, transform=fig.transFigure,
@@ -472,13 +471,13 @@ def render_rgba(fig: Figure, *, dpi: int = 110) -> np.ndarray:
 
     The figure's dpi, facecolor and canvas are restored afterwards, as ``savefig`` does.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from wbclf.tracking.line_text import LineCanvasAgg
 
     canvas, old_dpi, old_face = fig.canvas, fig.dpi, fig.get_facecolor()
     fig.set_dpi(dpi)
     fig.set_facecolor("white")
     try:
-        agg = FigureCanvasAgg(fig)  # attaches itself to fig
+        agg = LineCanvasAgg(fig)  # attaches itself to fig; text drawn a line at a time
         agg.draw()
         # A view, not a copy: it keeps the detached renderer (and its buffer) alive.
         return np.asarray(agg.buffer_rgba())
