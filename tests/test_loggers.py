@@ -367,18 +367,21 @@ def test_roc_figure_handles_one_class(tmp_path: Path) -> None:
 
 
 def test_figures_are_written_with_the_fastest_png_compression(tmp_path: Path) -> None:
-    """The pixels of matplotlib's own PNG (less its alpha channel, opaque on a white figure),
-    written at zlib's fastest level."""
+    """The pixels of matplotlib's own PNG (less its alpha channel, opaque on a white figure;
+    printed by the same line-at-a-time canvas), written at zlib's fastest level."""
     import struct
 
     from PIL import Image
 
+    from wbclf.tracking.line_text import LineCanvasAgg
     from wbclf.tracking.plots import confusion_matrix_figure, save_figure_atomic
 
     cm = np.array([[5, 1], [2, 7]])
     fast = save_figure_atomic(confusion_matrix_figure(cm, ["a", "b"]), tmp_path / "cm.png")
     default = tmp_path / "default.png"
-    confusion_matrix_figure(cm, ["a", "b"]).savefig(default, dpi=110, facecolor="white")
+    reference = confusion_matrix_figure(cm, ["a", "b"])
+    LineCanvasAgg(reference)
+    reference.savefig(default, dpi=110, facecolor="white")
     data = fast.read_bytes()
     at = 8
     while data[at + 4:at + 8] != b"IDAT":
@@ -387,3 +390,30 @@ def test_figures_are_written_with_the_fastest_png_compression(tmp_path: Path) ->
     ours, theirs = np.asarray(Image.open(fast)), np.asarray(Image.open(default))
     assert ours.shape[2] == 3 and (theirs[..., 3] == 255).all()
     assert np.array_equal(ours, theirs[..., :3])
+
+
+def test_grad_cam_overlays_are_blended_once_for_every_logger(tmp_path, monkeypatch):
+    """samples.png and the W&B table show the same overlays: each is made once."""
+    from wbclf.tracking import plots
+    from wbclf.tracking.wandb_logger import WandbLogger
+
+    made: list[int] = []
+    blend = plots.cam_overlay
+
+    def counted(image, cam, *args, **kwargs):
+        made.append(1)
+        return blend(image, cam, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "cam_overlay", counted)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    samples = make_samples(["a", "b"], n=5, cams=True)
+    multi = MultiLogger([LocalRunLogger(), WandbLogger(mode="offline", project="wbclf-test")])
+    start(multi, tmp_path, ["a", "b"])
+    multi.log_samples(2, samples, "best_samples")
+    multi.finish("finished")
+    assert len(made) == 5
+    assert samples.overlay(3) is samples.overlay(3)
+    assert np.array_equal(samples.overlay(3), blend(samples.images[3], samples.cams[3]))
+    with pytest.raises(ValueError, match="no Grad-CAM"):
+        make_samples(["a", "b"], n=2).overlay(0)

@@ -291,7 +291,7 @@ def _grid_picture(samples: SamplePredictions, k: int) -> np.ndarray:
     picture = _rgb(np.asarray(samples.images[k]))
     if samples.cams is None:
         return picture
-    overlay = cam_overlay(picture, samples.cams[k])
+    overlay = samples.overlay(k)
     gap = np.full((picture.shape[0], max(2, picture.shape[1] // 32), 3), 255, np.uint8)
     return np.concatenate([picture, gap, overlay], axis=1)
 

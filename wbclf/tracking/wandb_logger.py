@@ -484,8 +484,6 @@ class WandbLogger:
         columns = ["image", "true", "pred", "confidence", "correct"]
         with_cam = samples.cams is not None
         if with_cam:
-            from wbclf.tracking.plots import cam_overlay
-
             columns.append("cam")
         names = samples.class_names
         rows = []
@@ -494,7 +492,7 @@ class WandbLogger:
                    names[int(samples.preds[k])], float(samples.confidences[k]),
                    bool(samples.correct[k])]
             if with_cam:
-                row.append(self._image(cam_overlay(samples.images[k], samples.cams[k])))
+                row.append(self._image(samples.overlay(k)))
             rows.append(row)
         return wandb.Table(columns=columns, data=rows)
 
