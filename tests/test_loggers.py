@@ -413,7 +413,8 @@ def test_grad_cam_overlays_are_blended_once_for_every_logger(tmp_path, monkeypat
     multi.log_samples(2, samples, "best_samples")
     multi.finish("finished")
     assert len(made) == 5
-    assert samples.overlay(3) is samples.overlay(3)
-    assert np.array_equal(samples.overlay(3), blend(samples.images[3], samples.cams[3]))
+    assert plots.sample_overlay(samples, 3) is plots.sample_overlay(samples, 3)
+    assert np.array_equal(plots.sample_overlay(samples, 3),
+                          blend(samples.images[3], samples.cams[3]))
     with pytest.raises(ValueError, match="no Grad-CAM"):
-        make_samples(["a", "b"], n=2).overlay(0)
+        plots.sample_overlay(make_samples(["a", "b"], n=2), 0)

@@ -155,6 +155,16 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.55) -> n
     return np.clip(img * (1.0 - weight) + colored * weight, 0, 255).astype(np.uint8)
 
 
+def sample_overlay(samples: SamplePredictions, k: int) -> np.ndarray:
+    """Sample ``k``'s image with its Grad-CAM blended in, made once per sample set (kept in
+    ``samples.overlays``): the W&B table and the run directory's grid show the same one."""
+    if samples.cams is None:
+        raise ValueError("these samples have no Grad-CAM maps")
+    if k not in samples.overlays:
+        samples.overlays[k] = cam_overlay(samples.images[k], samples.cams[k])
+    return samples.overlays[k]
+
+
 def _resize(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
@@ -291,7 +301,7 @@ def _grid_picture(samples: SamplePredictions, k: int) -> np.ndarray:
     picture = _rgb(np.asarray(samples.images[k]))
     if samples.cams is None:
         return picture
-    overlay = samples.overlay(k)
+    overlay = sample_overlay(samples, k)
     gap = np.full((picture.shape[0], max(2, picture.shape[1] // 32), 3), 255, np.uint8)
     return np.concatenate([picture, gap, overlay], axis=1)
 

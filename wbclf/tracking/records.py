@@ -38,22 +38,13 @@ class SamplePredictions:
     class_names: list[str]
     paths: list[str] = field(default_factory=list)
     cams: np.ndarray | None = None  # (N, H, W) float in [0, 1]: Grad-CAM of the predicted class
-    _overlays: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    # Grad-CAM overlays made so far, by sample index (see plots.sample_overlay): the W&B table
+    # and the run directory's grid show the same ones, blended once
+    overlays: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def correct(self) -> np.ndarray:
         return self.labels == self.preds
-
-    def overlay(self, k: int) -> np.ndarray:
-        """Image ``k`` with its Grad-CAM heat map blended in, made once: the W&B table and
-        the run directory's grid show the same overlay."""
-        if self.cams is None:
-            raise ValueError("these samples have no Grad-CAM maps")
-        if k not in self._overlays:
-            from wbclf.tracking.plots import cam_overlay
-
-            self._overlays[k] = cam_overlay(self.images[k], self.cams[k])
-        return self._overlays[k]
 
 
 # How a run ended: what ``Logger.finish`` takes and ``summary.json`` records as ``status``.

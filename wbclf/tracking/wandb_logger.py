@@ -484,6 +484,8 @@ class WandbLogger:
         columns = ["image", "true", "pred", "confidence", "correct"]
         with_cam = samples.cams is not None
         if with_cam:
+            from wbclf.tracking.plots import sample_overlay
+
             columns.append("cam")
         names = samples.class_names
         rows = []
@@ -492,7 +494,7 @@ class WandbLogger:
                    names[int(samples.preds[k])], float(samples.confidences[k]),
                    bool(samples.correct[k])]
             if with_cam:
-                row.append(self._image(samples.overlay(k)))
+                row.append(self._image(sample_overlay(samples, k)))
             rows.append(row)
         return wandb.Table(columns=columns, data=rows)
 
