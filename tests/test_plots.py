@@ -87,7 +87,7 @@ def test_empty_grid_says_none():
 
 
 def _grid_and_curves() -> list[Figure]:
-    """Figures with and without a layout engine (constrained: confusion matrix, reliability)."""
+    """A sample grid, a confusion matrix and a reliability diagram (all laid out by hand)."""
     from tests.test_loggers import make_evaluation
     from wbclf.tracking.plots import confusion_matrix_figure
     from wbclf.tracking.reliability import reliability_figure
