@@ -208,3 +208,42 @@ def test_reliability_has_a_panel_per_evaluation_and_fits(names, splits, dpi):
         legend = sorted(t.get_text() for t in ax.get_legend().get_texts())
         assert legend == ["accuracy in bin", "mean confidence (size: images)",
                           "perfect calibration"]
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _png_rows(data: bytes) -> tuple[int, int, bytes]:
+    """``(width, height, inflated IDAT)`` of an 8-bit RGB PNG."""
+    import struct
+    import zlib
+
+    at, idat, size = 8, b"", (0, 0)
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        body = data[at + 8:at + 8 + length]
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        at += 12 + length
+    return size[0], size[1], zlib.decompress(idat)
+
+
+def test_charts_are_written_with_the_up_filter(tmp_path):
+    """Every row of a chart's PNG is filtered by "up" (type 2), at zlib's fastest level; the
+    dpi is recorded; other formats go through savefig."""
+    from PIL import Image
+
+    from wbclf.tracking.plots import save_chart_atomic
+
+    fig = reliability_figure([make_evaluation("val", LESIONS, n=100)])
+    path = save_chart_atomic(fig, tmp_path / "reliability.png", dpi=40)
+    width, height, raw = _png_rows(path.read_bytes())
+    stride = 1 + 3 * width
+    assert len(raw) == stride * height
+    assert {raw[row * stride] for row in range(height)} == {2}
+    assert Image.open(path).info["dpi"] == pytest.approx((40, 40), abs=0.01)
+    svg = save_chart_atomic(fig, tmp_path / "reliability.svg", dpi=40)
+    assert svg.read_bytes().startswith(b"<?xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reliability.png", "reliability.svg"]

@@ -149,13 +149,16 @@ def _count_saves(monkeypatch) -> dict[str, list[list[str]]]:
     from wbclf.tracking import plots
 
     saves: dict[str, list[list[str]]] = {}
-    real = plots.save_figure_atomic
 
-    def counted(fig, path, **kwargs):
-        saves.setdefault(Path(path).name, []).append([ax.get_title() for ax in fig.axes])
-        return real(fig, path, **kwargs)
+    def counting(real):
+        def counted(fig, path, **kwargs):
+            saves.setdefault(Path(path).name, []).append([ax.get_title() for ax in fig.axes])
+            return real(fig, path, **kwargs)
+        return counted
 
-    monkeypatch.setattr(plots, "save_figure_atomic", counted)
+    # charts (confusion matrices, ROC, reliability) and sample grids have one saver each
+    for name in ("save_figure_atomic", "save_chart_atomic"):
+        monkeypatch.setattr(plots, name, counting(getattr(plots, name)))
     return saves
 
 

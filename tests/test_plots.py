@@ -99,17 +99,19 @@ def _grid_and_curves() -> list[Figure]:
             reliability_figure(evaluations)]
 
 
+@pytest.mark.parametrize("saver", ["save_figure_atomic", "save_chart_atomic"])
 @pytest.mark.parametrize("dpi", [110, 40])
-def test_png_has_the_pixels_savefig_writes(tmp_path, dpi):
-    """One Agg draw and OpenCV's encoder: savefig's pixels exactly, RGB instead of RGBA."""
+def test_png_has_the_pixels_savefig_writes(tmp_path, dpi, saver):
+    """One Agg draw and OpenCV's encoder: savefig's pixels exactly, RGB instead of RGBA
+    (charts filtered differently, the same pixels)."""
     import io
 
     from PIL import Image
 
-    from wbclf.tracking.plots import save_figure_atomic
+    from wbclf.tracking import plots
 
     for k, (ours, theirs) in enumerate(zip(_grid_and_curves(), _grid_and_curves())):
-        path = save_figure_atomic(ours, tmp_path / f"{k}.png", dpi=dpi)
+        path = getattr(plots, saver)(ours, tmp_path / f"{k}.png", dpi=dpi)
         buf = io.BytesIO()
         theirs.savefig(buf, format="png", dpi=dpi, facecolor="white",
                        pil_kwargs={"compress_level": 1})

@@ -33,6 +33,9 @@ TITLE_PAD_PT = 6.0  # between the axes (or its top tick label) and the title
 # by "lp"), plus a margin for hinting at small dpi.
 LINE_HEIGHT = 1.25
 WIDTH_SLACK = 1.03  # advances ignore hinting, which widens small text at low dpi a little
+# Ticks of an axis for values in [0, 1], labelled as matplotlib's default formatter does.
+UNIT_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+UNIT_LABELS = tuple(f"{v:.1f}" for v in UNIT_TICKS)
 
 
 @lru_cache(maxsize=4096)
@@ -134,7 +137,7 @@ def wrap_to(text: str, size: float, width_in: float) -> str:
 def unit_panels(fig: Figure, xlabels: Sequence[str], ylabels: Sequence[str], *, top_in: float,
                 square: bool) -> list[Axes]:
     """A row of axes, one per label pair, each in an equal share of ``fig``'s width, for
-    values in [0, 1] (tick labels ``0.0`` to ``1.0``), their axis labels set and pinned.
+    values in [0, 1] (ticks ``0.0`` to ``1.0`` by 0.2), their axis labels set and pinned.
 
     Args:
         fig: The figure, without a layout engine.
@@ -144,7 +147,7 @@ def unit_panels(fig: Figure, xlabels: Sequence[str], ylabels: Sequence[str], *, 
     """
     width_in, height_in = fig.get_size_inches()
     tick_font, label_font = rc_points("xtick.labelsize"), rc_points("axes.labelsize")
-    ends = ["0.0", "1.0"]
+    ends = [UNIT_LABELS[0], UNIT_LABELS[-1]]
     x_room = tick_room_in(ends, tick_font, across=False)
     y_room = tick_room_in(ends, tick_font, across=True)
     share = width_in / len(xlabels)
@@ -169,6 +172,10 @@ def unit_panels(fig: Figure, xlabels: Sequence[str], ylabels: Sequence[str], *, 
         ax = fig.add_axes(rect)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        # Fixed ticks: the six that show. The automatic locator also makes (and lays out)
+        # ticks beyond the limits, and its formatter works out an offset on every draw.
+        ax.set_xticks(UNIT_TICKS, UNIT_LABELS)
+        ax.set_yticks(UNIT_TICKS, UNIT_LABELS)
         pin_labels(ax, (rect[2] * width_in, rect[3] * height_in), x_room=x_room, y_room=y_room)
         axes.append(ax)
     return axes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from wbclf.metrics import CALIBRATION_BINS, expected_calibration_error, reliability_bins
@@ -37,14 +38,17 @@ def reliability_figure(evaluations: Sequence[Evaluation]) -> Figure:
     for ax, ev in zip(axes, evaluations):
         rows = reliability_bins(ev.labels, ev.probs)
         ece = expected_calibration_error(ev.labels, ev.probs)
-        ax.bar([lo for lo, *_ in rows], [acc for *_, acc in rows], width=width, align="edge",
-               color="#4c72b0", edgecolor="white", label="accuracy in bin")
-        ax.plot([0, 1], [0, 1], "--", color="#888888", label="perfect calibration")
-        ax.scatter([conf for _, _, _, conf, _ in rows], [acc for *_, acc in rows],
-                   s=[8 + 60 * n / len(ev.labels) for _, _, n, _, _ in rows], color="#dd8452",
-                   zorder=3, label="mean confidence (size: images)")
+        # The bars as one collection: ``ax.bar`` makes (and draws) a patch per bin.
+        bars = PolyCollection([[(lo, 0), (lo, acc), (lo + width, acc), (lo + width, 0)]
+                               for lo, *_, acc in rows],
+                              facecolors="#4c72b0", edgecolors="white", label="accuracy in bin")
+        ax.add_collection(bars, autolim=False)
+        (diagonal,) = ax.plot([0, 1], [0, 1], "--", color="#888888", label="perfect calibration")
+        dots = ax.scatter([conf for _, _, _, conf, _ in rows], [acc for *_, acc in rows],
+                          s=[8 + 60 * n / len(ev.labels) for _, _, n, _, _ in rows],
+                          color="#dd8452", zorder=3, label="mean confidence (size: images)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title(f"{ev.split}: ECE {ece:.3f} (n={len(ev.labels)})", y=1.0)
-        ax.legend(loc="upper left", fontsize=7)
+        ax.legend(handles=[diagonal, dots, bars], loc="upper left", fontsize=7)
     return fig
