@@ -13,6 +13,7 @@ from matplotlib.transforms import Bbox
 
 from tests.test_loggers import make_evaluation
 from wbclf.metrics import confusion_matrix, expected_calibration_error
+from wbclf.tracking.figure_layout import UNIT_LABELS, tick_labels
 from wbclf.tracking.plots import confusion_matrix_figure, display_name, roc_figure
 from wbclf.tracking.reliability import reliability_figure
 
@@ -77,7 +78,8 @@ def _inside(box: Bbox, outer: Bbox, tol: float = 0.5) -> bool:
 
 def _around(ax: Axes, hidden: set[int]) -> list[Text]:
     """The texts drawn around an axes: tick labels, axis labels, titles."""
-    return _shown([*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label, ax.yaxis.label,
+    return _shown([*ax.get_xticklabels(), *ax.get_yticklabels(), *tick_labels(ax, "bottom"),
+                   *tick_labels(ax, "left"), ax.xaxis.label, ax.yaxis.label,
                    ax.title, ax._left_title, ax._right_title], hidden)
 
 
@@ -130,11 +132,12 @@ def test_confusion_matrix_texts_fit(names, per_class, dpi):
     assert image_ax.get_title() == f"Confusion matrix (test)  (n={total}, accuracy {acc:.3f})"
     assert (image_ax.get_xlabel(), image_ax.get_ylabel()) == ("predicted", "true (count)")
     shown = [display_name(n, 48) for n in names]
-    assert [t.get_text() for t in image_ax.get_xticklabels()] == shown
-    assert [t.get_text() for t in image_ax.get_yticklabels()] == [
+    assert [t.get_text() for t in tick_labels(image_ax, "bottom")] == shown
+    assert [t.get_text() for t in tick_labels(image_ax, "left")] == [
         f"{s} ({int(row)})" for s, row in zip(shown, cm.sum(axis=1))]
     assert bar_ax.get_ylabel() == "fraction of the true class"
-    assert len(image_ax.texts) == np.count_nonzero(cm)  # a count in each non-empty cell
+    counts = [t for t in image_ax.texts if t.get_gid() is None]
+    assert len(counts) == np.count_nonzero(cm)  # a count in each non-empty cell
     # the image is square (cells are square), the colorbar beside it at most as tall
     renderer = _drawn(fig, dpi)
     image, bar = image_ax.get_window_extent(renderer), bar_ax.get_window_extent(renderer)
@@ -182,6 +185,9 @@ def test_roc_texts_fit(name, dpi):
     assert roc_legend[0].startswith("ROC (AUC ") and roc_legend[1] == "chance"
     assert roc_legend[2].startswith("threshold 0.500: sens ")
     assert pr_legend[0].startswith("PR (AP ") and pr_legend[1].startswith("prevalence ")
+    for ax in (ax_roc, ax_pr):
+        for side in ("bottom", "left"):
+            assert tuple(t.get_text() for t in tick_labels(ax, side)) == UNIT_LABELS
     renderer = _drawn(fig, dpi)
     for ax in (ax_roc, ax_pr):  # equal aspect: square axes
         box = ax.get_window_extent(renderer)
@@ -205,9 +211,11 @@ def test_reliability_has_a_panel_per_evaluation_and_fits(names, splits, dpi):
         ece = expected_calibration_error(ev.labels, ev.probs)
         assert ax.get_title() == f"{ev.split}: ECE {ece:.3f} (n=400)"
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("confidence (top probability)", "accuracy")
-        legend = sorted(t.get_text() for t in ax.get_legend().get_texts())
-        assert legend == ["accuracy in bin", "mean confidence (size: images)",
-                          "perfect calibration"]
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend == ["perfect calibration", "mean confidence (size: images)",
+                          "accuracy in bin"]
+        for side in ("bottom", "left"):
+            assert tuple(t.get_text() for t in tick_labels(ax, side)) == UNIT_LABELS
 
 
 # --------------------------------------------------------------------------- saving

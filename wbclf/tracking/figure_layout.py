@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
-__all__ = ["Margins", "axes_rect", "line_height_in", "pin_labels", "rc_points",
-           "text_width_in", "tick_room_in", "unit_panels", "wrap_to"]
+__all__ = ["Margins", "axes_rect", "draw_ticks", "line_height_in", "pin_labels", "rc_points",
+           "text_width_in", "tick_labels", "tick_room_in", "unit_grid", "unit_panels",
+           "wrap_to"]
 
 EDGE_IN = 0.05  # between the outermost text and the figure's edge
 TICK_ROOM_PT = 3.5 + 3.5  # a major tick's length, then its label's pad
@@ -172,10 +174,72 @@ def unit_panels(fig: Figure, xlabels: Sequence[str], ylabels: Sequence[str], *, 
         ax = fig.add_axes(rect)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        # Fixed ticks: the six that show. The automatic locator also makes (and lays out)
-        # ticks beyond the limits, and its formatter works out an offset on every draw.
-        ax.set_xticks(UNIT_TICKS, UNIT_LABELS)
-        ax.set_yticks(UNIT_TICKS, UNIT_LABELS)
+        # The six ticks that show, drawn as marks and texts (see draw_ticks).
+        draw_ticks(ax, "bottom", UNIT_TICKS, UNIT_LABELS, size=tick_font)
+        draw_ticks(ax, "left", UNIT_TICKS, UNIT_LABELS, size=tick_font)
         pin_labels(ax, (rect[2] * width_in, rect[3] * height_in), x_room=x_room, y_room=y_room)
         axes.append(ax)
     return axes
+
+
+def draw_ticks(ax: Axes, side: str, positions: Sequence[float], labels: Sequence[str], *,
+               size: float, rotation: float = 0.0) -> list[Text]:
+    """Tick marks and their labels on the ``side`` (``"bottom"`` or ``"left"``) of ``ax``, at
+    data ``positions``; the axis's own ticks are removed.
+
+    They look like matplotlib's ticks (the same markers, lengths, pad and alignment), but are
+    one line of markers and a text per label: each matplotlib ``Tick`` is five artists (two
+    marks, a grid line, two labels; three of them hidden) copied from a template, which cost
+    more than drawing the whole figure once. The labels carry the gid ``"<side> tick label"``
+    (:func:`tick_labels` finds them).
+    """
+    from matplotlib import rcParams
+    from matplotlib.lines import TICKDOWN, TICKLEFT, Line2D
+    from matplotlib.text import Text
+    from matplotlib.transforms import blended_transform_factory, offset_copy
+
+    bottom = side == "bottom"
+    if side not in ("bottom", "left"):
+        raise ValueError(f"side must be 'bottom' or 'left', got {side!r}")
+    key = "xtick" if bottom else "ytick"
+    length, pad = rcParams[f"{key}.major.size"], rcParams[f"{key}.major.pad"]
+    if bottom:
+        ax.set_xticks([])
+        base = blended_transform_factory(ax.transData, ax.transAxes)
+        xs, ys = list(positions), [0.0] * len(positions)
+        marker, shift, align = TICKDOWN, {"y": -(length + pad)}, {"ha": "center", "va": "top"}
+    else:
+        ax.set_yticks([])
+        base = blended_transform_factory(ax.transAxes, ax.transData)
+        xs, ys = [0.0] * len(positions), list(positions)
+        marker, shift = TICKLEFT, {"x": -(length + pad)}
+        align = {"ha": "right", "va": "center_baseline"}
+    color = rcParams[f"{key}.color"]
+    ax.add_artist(Line2D(xs, ys, linestyle="none", marker=marker, markersize=length,
+                         markeredgewidth=rcParams[f"{key}.major.width"], color=color,
+                         transform=base, clip_on=False))
+    place = offset_copy(base, fig=ax.get_figure(), units="points", **shift)
+    texts = []
+    for x, y, label in zip(xs, ys, labels):
+        text = Text(x, y, label, fontsize=size, color=color, rotation=rotation,
+                    transform=place, clip_on=False, gid=f"{side} tick label", **align)
+        ax.add_artist(text)
+        texts.append(text)
+    return texts
+
+
+def tick_labels(ax: Axes, side: str) -> list[Text]:
+    """The labels :func:`draw_ticks` drew on the ``side`` of ``ax``, in order."""
+    return [t for t in ax.texts if t.get_gid() == f"{side} tick label"]
+
+
+def unit_grid(ax: Axes, **line: object) -> None:
+    """Grid lines at the unit ticks across ``ax`` (``ax.grid`` draws them from its ticks)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.transforms import blended_transform_factory
+
+    across = blended_transform_factory(ax.transData, ax.transAxes)
+    up = blended_transform_factory(ax.transAxes, ax.transData)
+    for transform, segments in ((across, [[(v, 0), (v, 1)] for v in UNIT_TICKS]),
+                                (up, [[(0, v), (1, v)] for v in UNIT_TICKS])):
+        ax.add_artist(LineCollection(segments, transform=transform, zorder=1.5, **line))

@@ -27,10 +27,12 @@ from wbclf.tracking.figure_layout import (
     UNIT_LABELS,
     UNIT_TICKS,
     Margins,
+    draw_ticks,
     line_height_in,
     pin_labels,
     rc_points,
     tick_room_in,
+    unit_grid,
     unit_panels,
 )
 from wbclf.tracking.records import SamplePredictions
@@ -129,8 +131,9 @@ def confusion_matrix_figure(
         ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=cell_font,
                 color=color, fontweight=weight)
 
-    ax.set_xticks(range(c), labels, rotation=0 if upright else 90, fontsize=font)
-    ax.set_yticks(range(c), row_labels, fontsize=font)
+    # Marks and texts, not matplotlib ticks: 38 classes made 152 Tick objects (draw_ticks).
+    draw_ticks(ax, "bottom", range(c), labels, size=font, rotation=0 if upright else 90)
+    draw_ticks(ax, "left", range(c), row_labels, size=font)
     ax.set_xlabel("predicted", fontsize=font + 1)
     ax.set_ylabel("true (count)", fontsize=font + 1)
     # Light grid between the cells helps following a row across 38 columns. One collection of
@@ -460,7 +463,7 @@ def roc_figure(
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.01)
         ax.set_aspect("equal")
-        ax.grid(color="#eaeef2", linewidth=0.6)
+        unit_grid(ax, colors="#eaeef2", linewidths=0.6)
         ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=8)
     fig.suptitle(heading, fontsize=ROC_TITLE_PT, y=1 - EDGE_IN / fig.get_figheight(), va="top")
     return fig
