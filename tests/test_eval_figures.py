@@ -78,9 +78,9 @@ def _inside(box: Bbox, outer: Bbox, tol: float = 0.5) -> bool:
 
 def _around(ax: Axes, hidden: set[int]) -> list[Text]:
     """The texts drawn around an axes: tick labels, axis labels, titles."""
-    return _shown([*ax.get_xticklabels(), *ax.get_yticklabels(), *tick_labels(ax, "bottom"),
-                   *tick_labels(ax, "left"), ax.xaxis.label, ax.yaxis.label,
-                   ax.title, ax._left_title, ax._right_title], hidden)
+    drawn = [t for side in ("bottom", "left", "right") for t in tick_labels(ax, side)]
+    return _shown([*ax.get_xticklabels(), *ax.get_yticklabels(), *drawn, ax.xaxis.label,
+                   ax.yaxis.label, ax.title, ax._left_title, ax._right_title], hidden)
 
 
 def assert_fits(fig: Figure, dpi: float) -> None:
@@ -136,6 +136,7 @@ def test_confusion_matrix_texts_fit(names, per_class, dpi):
     assert [t.get_text() for t in tick_labels(image_ax, "left")] == [
         f"{s} ({int(row)})" for s, row in zip(shown, cm.sum(axis=1))]
     assert bar_ax.get_ylabel() == "fraction of the true class"
+    assert tuple(t.get_text() for t in tick_labels(bar_ax, "right")) == UNIT_LABELS
     counts = [t for t in image_ax.texts if t.get_gid() is None]
     assert len(counts) == np.count_nonzero(cm)  # a count in each non-empty cell
     # the image is square (cells are square), the colorbar beside it at most as tall

@@ -184,8 +184,8 @@ def unit_panels(fig: Figure, xlabels: Sequence[str], ylabels: Sequence[str], *, 
 
 def draw_ticks(ax: Axes, side: str, positions: Sequence[float], labels: Sequence[str], *,
                size: float, rotation: float = 0.0) -> list[Text]:
-    """Tick marks and their labels on the ``side`` (``"bottom"`` or ``"left"``) of ``ax``, at
-    data ``positions``; the axis's own ticks are removed.
+    """Tick marks and their labels on the ``side`` (``"bottom"``, ``"left"`` or ``"right"``)
+    of ``ax``, at data ``positions``; the axis's own ticks are removed.
 
     They look like matplotlib's ticks (the same markers, lengths, pad and alignment), but are
     one line of markers and a text per label: each matplotlib ``Tick`` is five artists (two
@@ -194,13 +194,13 @@ def draw_ticks(ax: Axes, side: str, positions: Sequence[float], labels: Sequence
     (:func:`tick_labels` finds them).
     """
     from matplotlib import rcParams
-    from matplotlib.lines import TICKDOWN, TICKLEFT, Line2D
+    from matplotlib.lines import TICKDOWN, TICKLEFT, TICKRIGHT, Line2D
     from matplotlib.text import Text
     from matplotlib.transforms import blended_transform_factory, offset_copy
 
     bottom = side == "bottom"
-    if side not in ("bottom", "left"):
-        raise ValueError(f"side must be 'bottom' or 'left', got {side!r}")
+    if side not in ("bottom", "left", "right"):
+        raise ValueError(f"side must be 'bottom', 'left' or 'right', got {side!r}")
     key = "xtick" if bottom else "ytick"
     length, pad = rcParams[f"{key}.major.size"], rcParams[f"{key}.major.pad"]
     if bottom:
@@ -211,9 +211,11 @@ def draw_ticks(ax: Axes, side: str, positions: Sequence[float], labels: Sequence
     else:
         ax.set_yticks([])
         base = blended_transform_factory(ax.transAxes, ax.transData)
-        xs, ys = [0.0] * len(positions), list(positions)
-        marker, shift = TICKLEFT, {"x": -(length + pad)}
-        align = {"ha": "right", "va": "center_baseline"}
+        left = side == "left"
+        xs, ys = [0.0 if left else 1.0] * len(positions), list(positions)
+        marker = TICKLEFT if left else TICKRIGHT
+        shift = {"x": -(length + pad) if left else length + pad}
+        align = {"ha": "right" if left else "left", "va": "center_baseline"}
     color = rcParams[f"{key}.color"]
     ax.add_artist(Line2D(xs, ys, linestyle="none", marker=marker, markersize=length,
                          markeredgewidth=rcParams[f"{key}.major.width"], color=color,

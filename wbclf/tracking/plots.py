@@ -120,9 +120,11 @@ def confusion_matrix_figure(
     image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest",
                       aspect="auto")  # the axes is square already
     bar = fig.colorbar(image, cax=fig.add_axes(bar_rect))
+    bar.set_ticks([])
+    draw_ticks(bar.ax, "right", UNIT_TICKS, UNIT_LABELS, size=font)  # the default's ticks
     bar.set_label("fraction of the true class", fontsize=font)
-    bar.set_ticks(UNIT_TICKS, labels=UNIT_LABELS)  # the default's, without its locator
-    bar.ax.tick_params(labelsize=font)
+    bar_room = tick_room_in(UNIT_LABELS, font, across=True) + LABEL_PAD_PT / 72
+    bar.ax.yaxis.set_label_coords(1 + bar_room / (bar_rect[2] * figsize[0]), 0.5)
 
     cell_font = float(np.clip(font * (0.9 if counts.max() < 1000 else 0.75), 4.5, 10))
     for i, j in zip(*np.nonzero(counts)):
