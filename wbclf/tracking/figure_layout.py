@@ -1,13 +1,15 @@
-"""Margins of the evaluation figures, computed from the sizes of their texts.
+"""Margins and ticks of the evaluation figures, computed from the sizes of their texts.
 
 The confusion matrix, ROC and reliability figures place their axes here instead of leaving it
 to constrained layout: that engine measures every artist of a figure (it creates and lays out
 each tick and its label) twice per draw, which cost more than drawing the figure itself. The
 texts around an axes are known before it is drawn (tick labels, axis labels, title), so their
-room is computed from the font's glyph advances, in inches, once.
+room is computed from the font's glyph advances, in inches, once. Their ticks are drawn by
+:func:`draw_ticks`, without matplotlib's per-position ``Tick`` objects.
 
-Distances follow matplotlib's defaults: ticks 3.5 pt long with their labels 3.5 pt beyond,
-axis labels 4 pt from the tick labels, titles 6 pt above the axes.
+Distances follow matplotlib's settings: ticks ``xtick.major.size`` long with their labels
+``xtick.major.pad`` beyond (3.5 pt each by default), axis labels 4 pt from the tick labels,
+titles 6 pt above the axes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ __all__ = ["Margins", "axes_rect", "draw_ticks", "line_height_in", "pin_labels",
            "wrap_to"]
 
 EDGE_IN = 0.05  # between the outermost text and the figure's edge
-TICK_ROOM_PT = 3.5 + 3.5  # a major tick's length, then its label's pad
 LABEL_PAD_PT = 4.0  # between the tick labels and the axis label
 TITLE_PAD_PT = 6.0  # between the axes (or its top tick label) and the title
 # A text line's height in font sizes: the font's ascent and descent (matplotlib sizes a line
@@ -67,11 +68,14 @@ def line_height_in(size: float, lines: int = 1) -> float:
 def tick_room_in(labels: Iterable[str], size: float, *, across: bool) -> float:
     """Room the ticks and their labels take beside an axis, in inches: the labels' widest
     width when they lie ``across`` the axis (y labels, rotated x labels), else one line."""
+    from matplotlib import rcParams
+
+    ticks_pt = rcParams["xtick.major.size"] + rcParams["xtick.major.pad"]  # mark, then gap
     texts = list(labels)
     if not texts:
-        return TICK_ROOM_PT / 72
+        return ticks_pt / 72
     extent = max(text_width_in(t, size) for t in texts) if across else line_height_in(size)
-    return extent + TICK_ROOM_PT / 72
+    return extent + ticks_pt / 72
 
 
 @dataclass(frozen=True)
@@ -198,9 +202,9 @@ def draw_ticks(ax: Axes, side: str, positions: Sequence[float], labels: Sequence
     from matplotlib.text import Text
     from matplotlib.transforms import blended_transform_factory, offset_copy
 
-    bottom = side == "bottom"
     if side not in ("bottom", "left", "right"):
         raise ValueError(f"side must be 'bottom', 'left' or 'right', got {side!r}")
+    bottom = side == "bottom"
     key = "xtick" if bottom else "ytick"
     length, pad = rcParams[f"{key}.major.size"], rcParams[f"{key}.major.pad"]
     if bottom:

@@ -392,9 +392,6 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- ROC / PR
 
 
-ROC_TITLE_PT = 11.0
-
-
 def roc_figure(
     y_true: ArrayLike,
     p_positive: ArrayLike,
@@ -424,10 +421,10 @@ def roc_figure(
     precision, recall, _ = pr_points(y, p)
     name = display_name(positive_name)
     fig = Figure(figsize=(10, 4.6))
-    heading = title or f"{name} vs rest (n={len(y)})"
-    # Room above the square axes: the suptitle, then the top y tick label's upper half.
-    top = (EDGE_IN + line_height_in(ROC_TITLE_PT) + line_height_in(rc_points("ytick.labelsize")) / 2
-           + LABEL_PAD_PT / 72)
+    heading, heading_pt = title or f"{name} vs rest (n={len(y)})", 11.0
+    # Room above the square axes: the suptitle, a gap, the top y tick label's upper half.
+    top = (EDGE_IN + line_height_in(heading_pt) + LABEL_PAD_PT / 72
+           + line_height_in(rc_points("ytick.labelsize")) / 2)
     ax_roc, ax_pr = unit_panels(
         fig, ["false positive rate (1 - specificity)", f"recall (sensitivity, {name})"],
         [f"true positive rate (sensitivity, {name})", "precision"], top_in=top, square=True)
@@ -467,7 +464,7 @@ def roc_figure(
         ax.set_aspect("equal")
         unit_grid(ax, colors="#eaeef2", linewidths=0.6)
         ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=8)
-    fig.suptitle(heading, fontsize=ROC_TITLE_PT, y=1 - EDGE_IN / fig.get_figheight(), va="top")
+    fig.suptitle(heading, fontsize=heading_pt, y=1 - EDGE_IN / fig.get_figheight(), va="top")
     return fig
 
 
