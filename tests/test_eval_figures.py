@@ -147,6 +147,17 @@ def test_confusion_matrix_texts_fit(names, per_class, dpi):
     assert bar.y0 >= image.y0 - 1 and bar.y1 <= image.y1 + 1
 
 
+@pytest.mark.parametrize("dpi", [72, 40])
+@pytest.mark.parametrize("c", [1, 5, 12])
+def test_confusion_matrix_fits_at_small_dpi(c, dpi):
+    """Small text is hinted wider than its glyph advances (up to 11 % at 40-72 dpi): the
+    margins leave room for that, with the long names rotated (5, 12) or upright (1)."""
+    names = [f"{n}_{k}" for k, n in enumerate(PLANT_VILLAGE[:c])]
+    assert_fits(confusion_matrix_figure(_confusion(names, 30), names), dpi)
+    short = [f"c{k}" for k in range(c)]
+    assert_fits(confusion_matrix_figure(_confusion(short, 30), short), dpi)
+
+
 def test_confusion_matrix_size_follows_the_classes():
     """Figure sizes as chosen before the layout change: they grow with the classes."""
     small = confusion_matrix_figure(_confusion(LESIONS, 10), LESIONS)

@@ -34,8 +34,8 @@ LABEL_PAD_PT = 4.0  # between the tick labels and the axis label
 TITLE_PAD_PT = 6.0  # between the axes (or its top tick label) and the title
 # A text line's height in font sizes: the font's ascent and descent (matplotlib sizes a line
 # by "lp"), plus a margin for hinting at small dpi.
-LINE_HEIGHT = 1.25
-WIDTH_SLACK = 1.03  # advances ignore hinting, which widens small text at low dpi a little
+LINE_HEIGHT = 1.3
+WIDTH_SLACK = 1.12  # advances ignore hinting, which widens small text at low dpi by up to 11 %
 # Ticks of an axis for values in [0, 1], labelled as matplotlib's default formatter does.
 UNIT_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 UNIT_LABELS = tuple(f"{v:.1f}" for v in UNIT_TICKS)
