@@ -45,12 +45,15 @@ UNIT_LABELS = tuple(f"{v:.1f}" for v in UNIT_TICKS)
 def _advance(char: str) -> float:
     """The advance of ``char`` in the default font, in font sizes (kerning aside, which only
     narrows a text)."""
+    from matplotlib import ft2font
     from matplotlib.font_manager import FontProperties, findfont, get_font
-    from matplotlib.ft2font import LoadFlags
 
+    # matplotlib < 3.10 names the flag LOAD_NO_HINTING (pyproject allows >= 3.7)
+    flags = ft2font.LoadFlags.NO_HINTING if hasattr(ft2font, "LoadFlags") else (
+        ft2font.LOAD_NO_HINTING)
     font = get_font(findfont(FontProperties()))
     font.set_size(100, 72)
-    glyph = font.load_char(ord(char), flags=LoadFlags.NO_HINTING)
+    glyph = font.load_char(ord(char), flags=flags)
     return glyph.linearHoriAdvance / 65536 / 100
 
 
