@@ -8,6 +8,8 @@ run-directory logger's whole evaluation sequence (best of ``--repeat``, seconds)
   ``fig.savefig`` does) and by OpenCV (RGB), at zlib level 1; ``savefig`` in full beside them.
 * ``logger``: ``LocalRunLogger`` log_evaluation(val), log_evaluation(test) (binary, 400
   images each), log_samples(best_samples, 32 with Grad-CAM), log_mistakes(16), finish.
+* ``eval_38``: log_evaluation(val), log_evaluation(test) alone for 38 classes with long
+  plant-disease names (1520 images each, 40 per class).
 
 The images are smooth synthetic pictures (blobs plus a little noise) rather than pure noise,
 which would make PNG compression look slower than on photographs.
@@ -39,6 +41,8 @@ from wbclf.tracking.records import Evaluation, SamplePredictions  # noqa: E402
 PLANT = ["Apple___Apple_scab", "Corn_(maize)___Northern_Leaf_Blight",
          "Tomato___Spider_mites Two-spotted_spider_mite", "Grape___healthy"]
 LESIONS = ["Benign", "Malignant"]
+# 38 classes with names as long as PlantVillage's (the confusion matrix's largest case).
+PLANT_38 = [f"{name}_{k}" for k in range(10) for name in PLANT][:38]
 DPI = 110  # LocalRunLogger's default
 
 
@@ -68,14 +72,16 @@ def make_samples(n: int, cams: bool, names: list[str], seed: int = 0) -> SampleP
         cams=rng.uniform(0, 1, (n, 12, 12)) if cams else None)
 
 
-def make_evaluation(split: str, n: int = 400, seed: int = 0) -> Evaluation:
+def make_evaluation(split: str, n: int = 400, seed: int = 0,
+                    names: list[str] | None = None) -> Evaluation:
+    names = list(names or LESIONS)
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    logits = rng.normal(size=(n, 2))
-    logits[np.arange(n), labels] += 1.5
+    labels = np.arange(n) % len(names)
+    logits = rng.normal(size=(n, len(names)))
+    logits[np.arange(n), labels] += 1.5 if len(names) == 2 else 4.0
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     return Evaluation(split=split, labels=labels, probs=probs, loss=0.5, metrics={"acc": 0.8},
-                      class_names=list(LESIONS), threshold=0.5)
+                      class_names=names, threshold=0.5 if len(names) == 2 else None)
 
 
 def best_of(repeat: int, fn: Callable[[], dict[str, float]]) -> dict[str, float]:
@@ -146,6 +152,21 @@ def time_logger(root: Path) -> dict[str, float]:
     return timings
 
 
+def time_evaluations(root: Path, names: list[str], n: int) -> dict[str, float]:
+    """``LocalRunLogger`` log_evaluation(val), log_evaluation(test) alone, ``n`` images each."""
+    cfg = build_config({"data_dir": str(root / "data")})
+    logger = LocalRunLogger(dpi=DPI)
+    logger.start(cfg=cfg, run_dir=root / f"run{time.perf_counter_ns()}", class_names=names,
+                 resume=False, start_epoch=1)
+    val, test = make_evaluation("val", n, names=names), make_evaluation("test", n, 1, names)
+    t0 = time.perf_counter()
+    logger.log_evaluation(val)
+    t1 = time.perf_counter()
+    logger.log_evaluation(test)
+    t2 = time.perf_counter()
+    return {"eval_val_s": t1 - t0, "eval_test_s": t2 - t1, "total_s": t2 - t0}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -160,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "grid_16_plain": best_of(args.repeat, lambda: time_grid(plain16, root / "b.png")),
             "encoders_32_cam": best_of(args.repeat, lambda: time_encoders(cam32)),
             "logger_sequence": best_of(args.repeat, lambda: time_logger(root)),
+            "eval_38": best_of(args.repeat, lambda: time_evaluations(root, PLANT_38, 1520)),
         }
     if args.json:
         print(json.dumps(result))

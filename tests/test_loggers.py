@@ -120,16 +120,17 @@ def test_local_logger_many_long_class_names(tmp_path: Path) -> None:
     # every class is labelled, in display form, and no label runs off the figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from wbclf.tracking.figure_layout import tick_labels
     from wbclf.tracking.plots import confusion_matrix_figure, display_name
 
     fig = confusion_matrix_figure(np.eye(38, dtype=int) * 3, names)
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)
     ax = fig.axes[0]
-    shown = [t.get_text() for t in ax.get_xticklabels()]
+    shown = [t.get_text() for t in tick_labels(ax, "bottom")]
     assert shown == [display_name(n, 48) for n in names]
     box = fig.bbox
-    for label in ax.get_xticklabels() + ax.get_yticklabels():
+    for label in tick_labels(ax, "bottom") + tick_labels(ax, "left"):
         extent = label.get_window_extent(renderer)
         assert extent.x0 >= box.x0 - 1 and extent.y0 >= box.y0 - 1, label.get_text()
         assert extent.x1 <= box.x1 + 1 and extent.y1 <= box.y1 + 1, label.get_text()
@@ -149,13 +150,16 @@ def _count_saves(monkeypatch) -> dict[str, list[list[str]]]:
     from wbclf.tracking import plots
 
     saves: dict[str, list[list[str]]] = {}
-    real = plots.save_figure_atomic
 
-    def counted(fig, path, **kwargs):
-        saves.setdefault(Path(path).name, []).append([ax.get_title() for ax in fig.axes])
-        return real(fig, path, **kwargs)
+    def counting(real):
+        def counted(fig, path, **kwargs):
+            saves.setdefault(Path(path).name, []).append([ax.get_title() for ax in fig.axes])
+            return real(fig, path, **kwargs)
+        return counted
 
-    monkeypatch.setattr(plots, "save_figure_atomic", counted)
+    # charts (confusion matrices, ROC, reliability) and sample grids have one saver each
+    for name in ("save_figure_atomic", "save_chart_atomic"):
+        monkeypatch.setattr(plots, name, counting(getattr(plots, name)))
     return saves
 
 
@@ -357,7 +361,7 @@ def test_roc_figure_handles_one_class(tmp_path: Path) -> None:
     from wbclf.tracking.plots import roc_figure, save_figure_atomic
 
     fig = roc_figure(np.zeros(5, int), np.linspace(0, 1, 5), threshold=0.5)
-    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_gid() is None]
     assert texts == ["undefined: one class only", "undefined: no positives"]
     save_figure_atomic(fig, tmp_path / "roc.png", dpi=40)
     import cv2

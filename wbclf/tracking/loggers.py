@@ -349,7 +349,7 @@ class LocalRunLogger:
         save_figure_atomic(fig, self._dir() / "samples.png", dpi=self.dpi)
 
     def log_evaluation(self, evaluation: Evaluation) -> None:
-        from wbclf.tracking.plots import confusion_matrix_figure, roc_figure, save_figure_atomic
+        from wbclf.tracking.plots import confusion_matrix_figure, roc_figure, save_chart_atomic
 
         ev = evaluation
         write_predictions(self._dir(), ev)  # per-image predictions: the report's raw material
@@ -365,21 +365,21 @@ class LocalRunLogger:
         cm = confusion_matrix(ev.labels, ev.preds, len(ev.class_names))
         name = "confusion_matrix.png" if ev.split == "test" else f"confusion_matrix_{ev.split}.png"
         fig = confusion_matrix_figure(cm, ev.class_names, title=f"Confusion matrix ({ev.split})")
-        save_figure_atomic(fig, self._dir() / name, dpi=self.dpi)
+        save_chart_atomic(fig, self._dir() / name, dpi=self.dpi)
         if len(ev.class_names) == 2 and ev.split == "test":
             fig = roc_figure(ev.labels, ev.probs[:, 1], positive_name=ev.class_names[1],
                              threshold=ev.threshold,
                              title=f"{ev.class_names[1]} on {ev.split} (n={len(ev.labels)})")
-            save_figure_atomic(fig, self._dir() / "roc.png", dpi=self.dpi)
+            save_chart_atomic(fig, self._dir() / "roc.png", dpi=self.dpi)
 
     def _write_reliability(self) -> None:
-        from wbclf.tracking.plots import save_figure_atomic
+        from wbclf.tracking.plots import save_chart_atomic
         from wbclf.tracking.reliability import reliability_figure
 
         shown = [self._evaluations[s] for s in ("val", "test") if s in self._evaluations]
         if shown:
-            save_figure_atomic(reliability_figure(shown), self._dir() / "reliability.png",
-                               dpi=self.dpi)
+            save_chart_atomic(reliability_figure(shown), self._dir() / "reliability.png",
+                              dpi=self.dpi)
         self._reliability_stale = False
 
     def _write_per_class(self) -> None:

@@ -13,12 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import ScaledTranslation
 from numpy.typing import ArrayLike
 
 from wbclf.atomic import replacing
+from wbclf.tracking.figure_layout import (
+    EDGE_IN,
+    LABEL_PAD_PT,
+    TITLE_PAD_PT,
+    UNIT_LABELS,
+    UNIT_TICKS,
+    Margins,
+    draw_ticks,
+    line_height_in,
+    pin_labels,
+    rc_points,
+    tick_room_in,
+    unit_grid,
+    unit_panels,
+)
 from wbclf.tracking.grid_pictures import BoxedPictures, fit_top_left
 from wbclf.tracking.records import SamplePredictions
 
@@ -30,6 +46,7 @@ __all__ = [
     "render_rgba",
     "roc_figure",
     "samples_grid",
+    "save_chart_atomic",
     "save_figure_atomic",
 ]
 
@@ -88,13 +105,27 @@ def confusion_matrix_figure(
     cell_in = float(np.clip(7.5 / max(c, 1), 0.26, 1.2))
     side = max(c * cell_in, 3.2)
     upright = max(len(s) for s in labels) <= 12  # short names read better horizontally
-    fig = Figure(figsize=(side + label_in + 1.6, side + (0.5 if upright else label_in) + 1.0),
-                 layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    figsize = (side + label_in + 1.6, side + (0.5 if upright else label_in) + 1.0)
+    row_labels = [f"{s} ({int(n)})" for s, n in zip(labels, totals[:, 0])]
+    total = int(counts.sum())
+    acc = np.trace(counts) / total if total else float("nan")
+    heading = f"{title}  (n={total}, accuracy {acc:.3f})"
+
+    fig = Figure(figsize=figsize)
+    x_room = tick_room_in(labels, font, across=not upright)
+    y_room = tick_room_in(row_labels, font, across=True)
+    image_rect, bar_rect = _matrix_rects(figsize, x_room, y_room, font)
+    ax = fig.add_axes(image_rect)
+    side_in = image_rect[2] * figsize[0]
+    pin_labels(ax, (side_in, side_in), x_room=x_room, y_room=y_room)
+    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest",
+                      aspect="auto")  # the axes is square already
+    bar = fig.colorbar(image, cax=fig.add_axes(bar_rect))
+    bar.set_ticks([])
+    draw_ticks(bar.ax, "right", UNIT_TICKS, UNIT_LABELS, size=font)  # the default's ticks
     bar.set_label("fraction of the true class", fontsize=font)
-    bar.ax.tick_params(labelsize=font)
+    bar_room = tick_room_in(UNIT_LABELS, font, across=True) + LABEL_PAD_PT / 72
+    bar.ax.yaxis.set_label_coords(1 + bar_room / (bar_rect[2] * figsize[0]), 0.5)
 
     cell_font = float(np.clip(font * (0.9 if counts.max() < 1000 else 0.75), 4.5, 10))
     for i, j in zip(*np.nonzero(counts)):
@@ -103,20 +134,59 @@ def confusion_matrix_figure(
         ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=cell_font,
                 color=color, fontweight=weight)
 
-    ax.set_xticks(range(c), labels, rotation=0 if upright else 90, fontsize=font)
-    ax.set_yticks(range(c), [f"{s} ({int(n)})" for s, n in zip(labels, totals[:, 0])],
-                  fontsize=font)
+    # Marks and texts, not matplotlib ticks: 38 classes made 152 Tick objects (draw_ticks).
+    draw_ticks(ax, "bottom", range(c), labels, size=font, rotation=0 if upright else 90)
+    draw_ticks(ax, "left", range(c), row_labels, size=font)
     ax.set_xlabel("predicted", fontsize=font + 1)
     ax.set_ylabel("true (count)", fontsize=font + 1)
-    # Light grid between the cells helps following a row across 38 columns.
-    ax.set_xticks(np.arange(-0.5, c, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, c, 1), minor=True)
-    ax.grid(which="minor", color="#d0d7de", linewidth=0.4)
-    ax.tick_params(which="minor", length=0)
-    total = int(counts.sum())
-    acc = np.trace(counts) / total if total else float("nan")
-    ax.set_title(f"{title}  (n={total}, accuracy {acc:.3f})", fontsize=font + 2)
+    # Light grid between the cells helps following a row across 38 columns. One collection of
+    # lines, not minor ticks: each tick is five artists, laid out and drawn one by one.
+    edges = np.arange(c + 1) - 0.5
+    ends = (-0.5, c - 0.5)
+    segments = [[(x, ends[0]), (x, ends[1])] for x in edges]
+    segments += [[(ends[0], y), (ends[1], y)] for y in edges]
+    ax.add_collection(LineCollection(segments, colors="#d0d7de", linewidths=0.4, zorder=1.5),
+                      autolim=False)
+    ax.set_title(heading, fontsize=font + 2, y=1.0)  # y given: not placed by measuring
     return fig
+
+
+# The confusion matrix's colorbar, in widths of the image (as constrained layout sized it).
+BAR_FRACTION = 0.04
+BAR_GAP_FRACTION = 0.02
+BAR_MIN_IN = 0.2
+BAR_MIN_GAP_IN = 0.1
+BAR_ASPECT = 20.0
+
+
+def _matrix_rects(figsize: tuple[float, float], x_room: float, y_room: float, font: float,
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Where the confusion matrix's image and colorbar go (figure fractions): the image square
+    in the room its ticks (``x_room`` below, ``y_room`` left, inches), axis labels and title
+    leave, the colorbar beside it."""
+    axis_label = line_height_in(font + 1) + LABEL_PAD_PT / 72
+    room = Margins(
+        left=EDGE_IN + axis_label + y_room,
+        bottom=EDGE_IN + axis_label + x_room,
+        # the colorbar: its label, tick labels, the bar and its gap (sized from the image, below)
+        right=EDGE_IN + line_height_in(font) + LABEL_PAD_PT / 72
+        + tick_room_in(UNIT_LABELS, font, across=True),
+        top=EDGE_IN + line_height_in(font + 2) + TITLE_PAD_PT / 72)
+    width_in, height_in = figsize
+    # The bar's width and gap grow with the image (constrained layout gave them 4 % and 2 %
+    # of the axes' width); the image is the largest square that leaves room for both.
+    avail_w = width_in - room.left - room.right
+    avail_h = height_in - room.bottom - room.top
+    side = min(avail_h, avail_w / (1 + BAR_FRACTION + BAR_GAP_FRACTION))
+    bar_w, gap = max(BAR_MIN_IN, BAR_FRACTION * side), max(BAR_MIN_GAP_IN, BAR_GAP_FRACTION * side)
+    side = min(side, avail_w - bar_w - gap)
+    x0 = room.left + (avail_w - side - gap - bar_w) / 2
+    y0 = room.bottom + (avail_h - side) / 2
+    bar_h = min(side, BAR_ASPECT * bar_w)  # matplotlib's colorbars are at most 20 x 1
+    image = (x0 / width_in, y0 / height_in, side / width_in, side / height_in)
+    bar = ((x0 + side + gap) / width_in, (y0 + (side - bar_h) / 2) / height_in,
+           bar_w / width_in, bar_h / height_in)
+    return image, bar
 
 
 # --------------------------------------------------------------------------- sample grids
@@ -374,9 +444,15 @@ def roc_figure(
     p = np.asarray(p_positive, dtype=np.float64)
     fpr, tpr, _ = roc_points(y, p)
     precision, recall, _ = pr_points(y, p)
-    fig = Figure(figsize=(10, 4.6), layout="constrained")
-    ax_roc, ax_pr = fig.subplots(1, 2)
     name = display_name(positive_name)
+    fig = Figure(figsize=(10, 4.6))
+    heading, heading_pt = title or f"{name} vs rest (n={len(y)})", 11.0
+    # Room above the square axes: the suptitle, a gap, the top y tick label's upper half.
+    top = (EDGE_IN + line_height_in(heading_pt) + LABEL_PAD_PT / 72
+           + line_height_in(rc_points("ytick.labelsize")) / 2)
+    ax_roc, ax_pr = unit_panels(
+        fig, ["false positive rate (1 - specificity)", f"recall (sensitivity, {name})"],
+        [f"true positive rate (sensitivity, {name})", "precision"], top_in=top, square=True)
 
     if len(fpr):
         auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(
@@ -385,8 +461,6 @@ def roc_figure(
     else:
         ax_roc.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
     ax_roc.plot([0, 1], [0, 1], color="#8c959f", linestyle="--", linewidth=1, label="chance")
-    ax_roc.set_xlabel("false positive rate (1 - specificity)")
-    ax_roc.set_ylabel(f"true positive rate (sensitivity, {name})")
 
     if len(recall):
         # Average precision: precision at each recall step (recall is decreasing here).
@@ -398,8 +472,6 @@ def roc_figure(
                       label=f"prevalence {prevalence:.3f}")
     else:
         ax_pr.text(0.5, 0.5, "undefined: no positives", ha="center", va="center")
-    ax_pr.set_xlabel(f"recall (sensitivity, {name})")
-    ax_pr.set_ylabel("precision")
 
     if threshold is not None and len(y):
         pred = p >= threshold
@@ -415,10 +487,35 @@ def roc_figure(
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.01)
         ax.set_aspect("equal")
-        ax.grid(color="#eaeef2", linewidth=0.6)
+        unit_grid(ax, colors="#eaeef2", linewidths=0.6)
         ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=8)
-    fig.suptitle(title or f"{name} vs rest (n={len(y)})", fontsize=11)
+    fig.suptitle(heading, fontsize=heading_pt, y=1 - EDGE_IN / fig.get_figheight(), va="top")
     return fig
+
+
+def save_chart_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
+    """:func:`save_figure_atomic` for a chart (the confusion matrix, ROC and reliability
+    figures: flat colours on white): the same pixels, each PNG row filtered by its difference
+    to the row above only.
+
+    zlib level 1 with libpng's adaptive filter choice (what :func:`figure_png` asks for)
+    tries five filters on every row; on a chart "up" alone gives files as small (within 3 %,
+    often smaller) and encodes 2.5x faster. Photographs (the sample grids) compress worse
+    with it, so they keep :func:`save_figure_atomic`. Not a PNG suffix: that function.
+    """
+    import cv2
+
+    path = Path(path)
+    if path.suffix.lower() not in ("", ".png"):
+        return save_figure_atomic(fig, path, dpi=dpi)
+    rgb = cv2.cvtColor(render_rgba(fig, dpi=dpi), cv2.COLOR_RGBA2BGR)
+    ok, png = cv2.imencode(".png", rgb, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
+                                         cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the figure as PNG")
+    with replacing(path) as tmp:
+        tmp.write_bytes(with_dpi(png.tobytes(), dpi))
+    return path
 
 
 # --------------------------------------------------------------------------- saving
