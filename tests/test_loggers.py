@@ -113,6 +113,7 @@ def test_local_logger_many_long_class_names(tmp_path: Path) -> None:
     logger = LocalRunLogger(dpi=40)
     run_dir = start(logger, tmp_path, names)
     logger.log_evaluation(make_evaluation("test", names, n=120))
+    logger.finish("finished")  # figures are written in the background until then
     import cv2
 
     image = cv2.imread(str(run_dir / "confusion_matrix.png"))
@@ -147,19 +148,17 @@ def test_local_logger_many_long_class_names(tmp_path: Path) -> None:
 
 def _count_saves(monkeypatch) -> dict[str, list[list[str]]]:
     """``{file name: [panel titles of each save]}`` of every figure the logger saves."""
-    from wbclf.tracking import plots
+    from wbclf.tracking.figure_writer import FigureWriter
 
     saves: dict[str, list[list[str]]] = {}
+    real = FigureWriter.save
 
-    def counting(real):
-        def counted(fig, path, **kwargs):
-            saves.setdefault(Path(path).name, []).append([ax.get_title() for ax in fig.axes])
-            return real(fig, path, **kwargs)
-        return counted
+    def counted(self, fig, path, **kwargs):
+        saves.setdefault(Path(path).name, []).append([ax.get_title() for ax in fig.axes])
+        return real(self, fig, path, **kwargs)
 
-    # charts (confusion matrices, ROC, reliability) and sample grids have one saver each
-    for name in ("save_figure_atomic", "save_chart_atomic"):
-        monkeypatch.setattr(plots, name, counting(getattr(plots, name)))
+    # every figure of the run directory goes through its FigureWriter
+    monkeypatch.setattr(FigureWriter, "save", counted)
     return saves
 
 

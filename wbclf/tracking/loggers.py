@@ -283,6 +283,10 @@ class LocalRunLogger:
     * ``summary.json``: every ``log_summary`` merged, plus ``status`` at finish; JSON-safe
       (NaN becomes null), sorted keys.
 
+    The figures are drawn when their data arrives and encoded and written on a background
+    thread (:class:`~wbclf.tracking.figure_writer.FigureWriter`), overlapping what the run
+    does next; ``finish`` returns once every one is in place, and writes the status last.
+
     Args:
         dpi: Resolution of the PNG files.
     """
@@ -296,11 +300,22 @@ class LocalRunLogger:
         self._evaluations: dict[str, Evaluation] = {}
         self._reliability_stale = False  # evaluations arrived that reliability.png lacks
         self._summary: dict[str, Any] = {}
+        self._figures: Any = None  # a FigureWriter, made at the first figure (see _save)
 
     def _dir(self) -> Path:
         if self.run_dir is None:
             raise RuntimeError("LocalRunLogger: call start() before logging")
         return self.run_dir
+
+    def _save(self, fig: Any, name: str, *, chart: bool) -> None:
+        """Save a figure into the run directory; its PNG is encoded and written in the
+        background (:class:`wbclf.tracking.figure_writer.FigureWriter`), in place by the end
+        of :meth:`finish`."""
+        if self._figures is None:
+            from wbclf.tracking.figure_writer import FigureWriter
+
+            self._figures = FigureWriter()
+        self._figures.save(fig, self._dir() / name, dpi=self.dpi, chart=chart)
 
     def start(self, *, cfg: RunConfig, run_dir: Path, class_names: list[str], resume: bool,
               start_epoch: int) -> None:
@@ -343,13 +358,13 @@ class LocalRunLogger:
     def log_samples(self, epoch: int, samples: SamplePredictions, tag: str) -> None:
         if tag != "best_samples":
             return
-        from wbclf.tracking.plots import samples_grid, save_figure_atomic
+        from wbclf.tracking.plots import samples_grid
 
         fig = samples_grid(samples, title=f"Best model (epoch {epoch}): sample predictions")
-        save_figure_atomic(fig, self._dir() / "samples.png", dpi=self.dpi)
+        self._save(fig, "samples.png", chart=False)
 
     def log_evaluation(self, evaluation: Evaluation) -> None:
-        from wbclf.tracking.plots import confusion_matrix_figure, roc_figure, save_chart_atomic
+        from wbclf.tracking.plots import confusion_matrix_figure, roc_figure
 
         ev = evaluation
         write_predictions(self._dir(), ev)  # per-image predictions: the report's raw material
@@ -365,21 +380,19 @@ class LocalRunLogger:
         cm = confusion_matrix(ev.labels, ev.preds, len(ev.class_names))
         name = "confusion_matrix.png" if ev.split == "test" else f"confusion_matrix_{ev.split}.png"
         fig = confusion_matrix_figure(cm, ev.class_names, title=f"Confusion matrix ({ev.split})")
-        save_chart_atomic(fig, self._dir() / name, dpi=self.dpi)
+        self._save(fig, name, chart=True)
         if len(ev.class_names) == 2 and ev.split == "test":
             fig = roc_figure(ev.labels, ev.probs[:, 1], positive_name=ev.class_names[1],
                              threshold=ev.threshold,
                              title=f"{ev.class_names[1]} on {ev.split} (n={len(ev.labels)})")
-            save_chart_atomic(fig, self._dir() / "roc.png", dpi=self.dpi)
+            self._save(fig, "roc.png", chart=True)
 
     def _write_reliability(self) -> None:
-        from wbclf.tracking.plots import save_chart_atomic
         from wbclf.tracking.reliability import reliability_figure
 
         shown = [self._evaluations[s] for s in ("val", "test") if s in self._evaluations]
         if shown:
-            save_chart_atomic(reliability_figure(shown), self._dir() / "reliability.png",
-                              dpi=self.dpi)
+            self._save(reliability_figure(shown), "reliability.png", chart=True)
         self._reliability_stale = False
 
     def _write_per_class(self) -> None:
@@ -393,10 +406,10 @@ class LocalRunLogger:
         write_text_atomic(self._dir() / "per_class.csv", buf.getvalue())
 
     def log_mistakes(self, samples: SamplePredictions) -> None:
-        from wbclf.tracking.plots import samples_grid, save_figure_atomic
+        from wbclf.tracking.plots import samples_grid
 
         fig = samples_grid(samples, title="Worst mistakes on test (most confident errors)")
-        save_figure_atomic(fig, self._dir() / "mistakes.png", dpi=self.dpi)
+        self._save(fig, "mistakes.png", chart=False)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         self._summary.update(summary)
@@ -405,9 +418,14 @@ class LocalRunLogger:
     def finish(self, status: str = "finished") -> None:
         self._summary["status"] = check_status(status)
         try:
-            if self._reliability_stale:
-                self._write_reliability()
-        finally:  # the status is written even when the figure fails
+            try:
+                if self._reliability_stale:
+                    self._write_reliability()
+            finally:  # every figure in place before the status says the run ended
+                figures, self._figures = self._figures, None
+                if figures is not None:
+                    figures.close()
+        finally:  # the status is written even when a figure fails
             self._write_summary()
 
     def _write_summary(self) -> None:
