@@ -310,7 +310,6 @@ def test_multi_logger_fans_out_and_always_finishes_all(tmp_path: Path) -> None:
     a, b = MemoryLogger(), MemoryLogger()
     multi = MultiLogger([a, b])
     assert isinstance(multi, Logger)
-    multi.prepare()
     start(multi, tmp_path, ["a", "b"])
     multi.log_epoch(1, {"val/acc": 0.5})
     multi.log_samples(1, make_samples(["a", "b"]), "val_samples")
@@ -318,7 +317,7 @@ def test_multi_logger_fans_out_and_always_finishes_all(tmp_path: Path) -> None:
     multi.log_mistakes(make_samples(["a", "b"]))
     multi.log_summary({"x": 1})
     for mem in (a, b):
-        assert mem.calls == ["prepare", "start", "log_epoch", "log_samples", "log_evaluation",
+        assert mem.calls == ["start", "log_epoch", "log_samples", "log_evaluation",
                              "log_mistakes", "log_summary"]
 
     class Broken(MemoryLogger):

@@ -130,7 +130,7 @@ def test_memory_logger_receives_everything(toy_lesions, tmp_path):
     cfg = _cfg(toy_lesions, tmp_path, run_name="mem", epochs=2, wandb_mode="disabled")
     summary = train_run(cfg, loggers=[LocalRunLogger(), memory])
     run_dir = tmp_path / "mem"
-    assert memory.calls == ["prepare", "start", "log_config", "log_augment_preview",
+    assert memory.calls == ["start", "log_config", "log_augment_preview",
                             "log_epoch", "log_samples", "log_epoch", "log_samples",
                             "log_evaluation", "log_evaluation", "log_samples", "log_mistakes",
                             "log_summary", "finish"]

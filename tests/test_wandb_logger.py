@@ -265,33 +265,6 @@ def test_pictures_read_back_exactly_and_their_files_go_with_the_run(offline: Pat
         assert np.array_equal(overlay, cam_overlay(samples.images[k], samples.cams[k]))
 
 
-def test_prepare_starts_the_service_the_run_then_uses(offline: Path, tmp_path: Path) -> None:
-    """prepare() launches this process's wandb-core in the background (while a run builds
-    its data and model); start() runs on that service instead of launching another."""
-    import wandb
-    from wandb.sdk import wandb_setup
-
-    assert "WANDB_SERVICE" not in os.environ
-    skipped = WandbLogger(mode="disabled")
-    skipped.prepare()
-    assert skipped._setup_thread is None and "WANDB_SERVICE" not in os.environ
-
-    logger = WandbLogger(mode="offline", project="wbclf-test")
-    logger.prepare()
-    logger._setup_thread.join()
-    token = os.environ["WANDB_SERVICE"]
-    assert f"-{os.getpid()}-" in token  # started by this process, for it
-    connection = wandb_setup.singleton().assert_service()
-    logger.start(cfg=make_cfg(tmp_path), run_dir=tmp_path / "runs" / "early",
-                 class_names=NAMES, resume=False, start_epoch=1)
-    assert os.environ["WANDB_SERVICE"] == token
-    assert wandb_setup.singleton().assert_service() is connection
-    run_epochs(logger, [1], {1: 0.5})
-    logger.finish("finished")
-    assert read_offline_run(tmp_path / "runs" / "early").history[0]["val/acc"] == 0.5
-    assert wandb.run is None
-
-
 def test_resume_continues_the_same_run_without_repeating_epochs(offline: Path,
                                                                 tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)

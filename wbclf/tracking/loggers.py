@@ -6,7 +6,6 @@ module never imports wandb, torch or matplotlib.
 
 Call order a run makes (see ``wbclf.training.run``)::
 
-    prepare()                            # optional: before the data and model are built
     start(cfg=..., run_dir=..., class_names=..., resume=..., start_epoch=...)
     log_config(values); log_augment_preview(grid, caption)   # a new run, log_samples > 0
     log_epoch(epoch, metrics)            # every epoch, epoch 1-based
@@ -110,13 +109,6 @@ class MultiLogger:
     def __init__(self, loggers: Sequence[Logger]) -> None:
         self.loggers = list(loggers)
 
-    def prepare(self) -> None:
-        """Let loggers that can get ready early (``prepare``, optional) do so now."""
-        for logger in self.loggers:
-            prepare = getattr(logger, "prepare", None)
-            if prepare is not None:
-                prepare()
-
     def start(self, *, cfg: RunConfig, run_dir: Path, class_names: list[str], resume: bool,
               start_epoch: int) -> None:
         for logger in self.loggers:
@@ -193,9 +185,6 @@ class MemoryLogger:
     def history(self) -> list[dict[str, Any]]:
         """The epochs as rows ``{"epoch": E, ...metrics}``, in epoch order."""
         return [{"epoch": e, **self.epochs[e]} for e in sorted(self.epochs)]
-
-    def prepare(self) -> None:
-        self.calls.append("prepare")
 
     def start(self, *, cfg: RunConfig, run_dir: Path, class_names: list[str], resume: bool,
               start_epoch: int) -> None:

@@ -26,7 +26,6 @@ import secrets
 import string
 import sys
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,42 +174,11 @@ class WandbLogger:
         self._summary_has_val_acc = False
         self._images: dict[str, Any] = {}  # wandb.Image per picture content, see _image
         self._media: tempfile.TemporaryDirectory | None = None  # their PNG files, see _png
-        self._setup_thread: threading.Thread | None = None  # see prepare
 
     # ------------------------------------------------------------------ start / finish
 
-    def prepare(self) -> None:
-        """Start wandb's service process in a background thread, so that its start-up
-        (~0.2 s: a process launch, then polling for its port) overlaps the run's data and model
-        preparation; :meth:`start` waits for it. A failure here is left for ``wandb.init`` to
-        meet again and report."""
-        try:
-            mode, _ = resolve_wandb_mode(self.mode_setting)
-        except ValueError:
-            return  # start() reports it
-        if mode == "disabled" or (mode == "online" and not api_key_configured()):
-            return
-        if self._setup_thread is not None:
-            return
-
-        def set_up() -> None:
-            try:
-                _drop_inherited_wandb_service()
-                import wandb
-
-                wandb.setup()
-            except Exception:  # noqa: BLE001 -- wandb.init starts it again and says why
-                pass
-
-        self._setup_thread = threading.Thread(target=set_up, name="wbclf-wandb-setup",
-                                              daemon=True)
-        self._setup_thread.start()
-
     def start(self, *, cfg: RunConfig, run_dir: Path, class_names: list[str], resume: bool,
               start_epoch: int) -> None:
-        if self._setup_thread is not None:
-            self._setup_thread.join()
-            self._setup_thread = None
         self.run_dir = Path(run_dir)
         self.mode, notice = resolve_wandb_mode(self.mode_setting)
         if notice:

@@ -395,9 +395,6 @@ def _start_run(cfg: RunConfig, run_dir: Path, logger: Logger,
                ) -> Run:
     """Build the run; a CUDA OOM while it is built (frozen: the backbone's feature pass) is
     the same one-line error as one during training."""
-    prepare = getattr(logger, "prepare", None)
-    if prepare is not None:  # e.g. wandb's service starts while data and model are built
-        prepare()
     try:
         return Run(cfg, run_dir, logger, epoch_callback=epoch_callback, augment=augment)
     except torch.cuda.OutOfMemoryError:
