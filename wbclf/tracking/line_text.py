@@ -8,9 +8,9 @@ font object in one call (``set_text`` + ``draw_glyphs_to_bitmap``, as Agg did up
 and composites it with Agg's own ``draw_text_image``, which applies colour, alpha and clip
 as for any text. Layout is untouched (matplotlib computes every extent as before), and the
 same font, hinting and advances give the same line width; glyphs start on whole pixels
-instead of fractional ones (shading, not placement, differs). Mathtext and rotated lines go
-through Agg's own path, and on matplotlib versions whose Agg already renders whole lines
-nothing changes.
+instead of fractional ones (shading, not placement, differs). Mathtext, rotated lines and
+text drawn without antialiasing go through Agg's own path, and on matplotlib versions whose Agg
+already renders whole lines (or lacks a call this needs) nothing changes.
 """
 
 from __future__ import annotations
@@ -23,9 +23,23 @@ from matplotlib.font_manager import FontProperties
 
 __all__ = ["LineCanvasAgg", "LineRendererAgg"]
 
-# Agg renders glyph by glyph where it has this method (matplotlib 3.11); before, it rendered
-# whole lines itself.
-_PER_GLYPH_AGG = hasattr(RendererAgg, "_draw_text_glyphs_and_boxes")
+
+def _whole_lines_needed() -> bool:
+    """Agg renders glyph by glyph where it has ``_draw_text_glyphs_and_boxes`` (matplotlib
+    3.11; before, it rendered whole lines itself), and the calls a whole line takes exist."""
+    from matplotlib import backends
+    from matplotlib.ft2font import FT2Font
+
+    agg = getattr(backends, "_backend_agg", None)
+    return (hasattr(RendererAgg, "_draw_text_glyphs_and_boxes")
+            and hasattr(RendererAgg, "_prepare_font")
+            and agg is not None and hasattr(agg.RendererAgg, "draw_text_image")
+            and all(hasattr(FT2Font, name) for name in (
+                "set_text", "draw_glyphs_to_bitmap", "get_image", "get_bitmap_offset",
+                "get_width_height", "get_descent")))
+
+
+_PER_GLYPH_AGG = _whole_lines_needed()
 
 
 class LineRendererAgg(RendererAgg):
@@ -33,24 +47,24 @@ class LineRendererAgg(RendererAgg):
 
     def draw_text(self, gc: Any, x: float, y: float, s: str, prop: FontProperties,
                   angle: float, ismath: bool | str = False, mtext: Any = None) -> None:
-        if ismath or angle or not _PER_GLYPH_AGG:
+        if ismath or angle or not gc.get_antialiased() or not _PER_GLYPH_AGG:
             super().draw_text(gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
             return
         from matplotlib.backends.backend_agg import get_hinting_flag
 
         font = self._prepare_font(prop)  # sized for this renderer's dpi
         font.set_text(s, 0, flags=get_hinting_flag())
-        font.draw_glyphs_to_bitmap(antialiased=gc.get_antialiased())
+        font.draw_glyphs_to_bitmap(antialiased=True)
         bitmap = np.asarray(font.get_image())
         if not bitmap.size:
             return
-        if not gc.get_antialiased():
-            bitmap = bitmap * np.uint8(0xFF)
         height, descent = font.get_width_height()[1] / 64, font.get_descent() / 64
-        # y is the baseline, downwards; the bitmap's first row is one pixel above the ink's
-        # top, and draw_text_image takes the bitmap's left and bottom side (y downwards).
+        # x, y: the pen's origin on the baseline, y downwards. The bitmap starts at the first
+        # glyph's left bearing (its offset) and one pixel above the ink's top;
+        # draw_text_image takes the bitmap's left and bottom side (y downwards).
+        left = round(x + font.get_bitmap_offset()[0] / 64)
         top = round(y) - round(height - descent) - 1
-        self._renderer.draw_text_image(np.ascontiguousarray(bitmap), round(x),
+        self._renderer.draw_text_image(np.ascontiguousarray(bitmap), left,
                                        top + bitmap.shape[0], 0, gc)
 
 
