@@ -97,3 +97,28 @@ def test_the_run_directory_has_every_figure_when_finish_returns(tmp_path, monkey
         other.finish("failed")
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert np.all([".tmp-" not in p.name for p in run_dir.iterdir()])
+
+
+def test_a_figure_that_cannot_be_written_fails_the_run(toy_lesions, tmp_path, monkeypatch):
+    """The error of a background write reaches the run before its status: summary.json and
+    W&B say failed (so --resume will redo it), not finished with a figure missing."""
+    import json
+
+    from wbclf.config import build_config
+    from wbclf.tracking.wandb_offline import read_offline_run
+    from wbclf.training.run import train_run
+
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("wbclf.tracking.figure_writer.encode_png", refuse)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = build_config({"dataset": str(toy_lesions), "image_size": 32, "width": 8, "depth": 2,
+                        "epochs": 1, "limit_per_class": 12, "log_samples": 4,
+                        "num_workers": "0", "out_dir": str(tmp_path), "run_name": "full",
+                        "wandb_mode": "offline"})
+    with pytest.raises(OSError, match="No space left"):
+        train_run(cfg)
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+    assert read_offline_run(tmp_path / "full").summary["status"] == "failed"

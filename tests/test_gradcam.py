@@ -227,11 +227,13 @@ def test_remembered_feature_maps_give_the_same_maps_with_one_backbone_pass(tmp_p
                                    feature_maps=later)
     assert np.allclose(read_back, expected, atol=1e-5)  # the same maps, laid out anew
     assert (later.computed, later.loaded, passes) == (0, 3, [])
-    torn = sorted(folder.glob("*.npy"))[0]
+    torn, emptied = sorted(folder.glob("*.npy"))[:2]
     torn.write_bytes(torn.read_bytes()[:50])
+    emptied.write_bytes(b"")  # np.load raises EOFError on it
     mixed = gradcam_for_images(model, images, np.ones(5), IMAGENET, "cpu",
                                feature_maps=FeatureMaps(folder=folder))
-    assert passes == [3]  # the torn one and the two new ones, in one batch
+    assert passes == [4]  # the torn, the empty and the two new ones, in one batch
+    assert all(p.stat().st_size > 100 for p in folder.glob("*.npy"))  # rewritten whole
     assert np.allclose(mixed, gradcam_for_images(model, images, np.ones(5), IMAGENET, "cpu"),
                        atol=1e-5)
 

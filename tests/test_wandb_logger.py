@@ -227,11 +227,16 @@ def test_sample_images_are_encoded_once_and_every_table_shows_them(
             assert np.array_equal(shown, samples.images[k])
 
 
-def test_pictures_read_back_exactly_and_their_files_go_with_the_run(offline: Path,
-                                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("symlinks", ["", "true"])
+def test_pictures_read_back_exactly_and_their_files_go_with_the_run(
+        offline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, symlinks: str) -> None:
     """The PNGs wbclf hands wandb (OpenCV, fast zlib level) hold the exact pixels: a logged
-    image, table images and Grad-CAM overlays; the folder holding them is gone at finish."""
+    image, table images and Grad-CAM overlays; the folder holding them is gone at finish,
+    and wandb copied them even where it was told it may link media files instead."""
     from PIL import Image as PILImage
+
+    if symlinks:
+        monkeypatch.setenv("WANDB_ALLOW_MEDIA_SYMLINK", symlinks)
 
     from wbclf.tracking.plots import cam_overlay
 
@@ -253,6 +258,7 @@ def test_pictures_read_back_exactly_and_their_files_go_with_the_run(offline: Pat
     run = read_offline_run(run_dir)
     (row,) = run.rows_with("augment/preview")
     (preview,) = [p for p in run.files if p.as_posix().endswith(row["augment/preview"]["path"])]
+    assert not preview.is_symlink()
     assert np.array_equal(np.asarray(PILImage.open(preview)), grid)
     artifact = next(a for a in run.artifacts if a["name"] == f"run-{run.run_id}-val_samples")
     entries = artifact["entries"]

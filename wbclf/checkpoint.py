@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import random
@@ -65,18 +64,13 @@ def _link_atomic(source: Path, target: Path) -> bool:
     tmp.unlink(missing_ok=True)  # left by a killed process that had this pid
     try:
         os.link(source, tmp)
-    except OSError as err:
-        if err.errno in _NO_HARD_LINKS:
-            return False
-        raise
+    except OSError:  # no hard links here (EXDEV, EPERM, ENOSYS, EACCES on FUSE/SMB...): copy
+        return False
     try:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return True
-
-
-_NO_HARD_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

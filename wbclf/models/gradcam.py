@@ -147,9 +147,13 @@ class FeatureMaps:
             return [None] * len(digests)
         maps: list[torch.Tensor | None] = []
         for digest in digests:
+            path = self.folder / f"{digest}.npy"
             try:
-                maps.append(torch.from_numpy(np.load(self.folder / f"{digest}.npy")))
-            except (OSError, ValueError):  # absent, or torn by a killed writer: compute it
+                maps.append(torch.from_numpy(np.load(path)))
+            except FileNotFoundError:
+                maps.append(None)
+            except Exception:  # noqa: BLE001 -- torn or emptied by a crash: compute it anew
+                path.unlink(missing_ok=True)
                 maps.append(None)
         return maps
 

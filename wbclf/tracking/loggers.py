@@ -148,8 +148,8 @@ class MultiLogger:
         for logger in self.loggers:
             try:
                 logger.finish(status)
-            except Exception as err:  # noqa: BLE001 - every logger must get its finish
-                first = first or err
+            except BaseException as err:  # noqa: BLE001 - every logger must get its finish,
+                first = first or err  # also after Ctrl-C while one of them was waiting
         if first is not None:
             raise first
 
@@ -402,7 +402,13 @@ class LocalRunLogger:
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         self._summary.update(summary)
-        self._write_summary()
+        try:
+            # the figures so far are in place: one that failed fails the run (its status
+            # comes later, with finish), as a failed write did when figures were synchronous
+            if self._figures is not None:
+                self._figures.wait()
+        finally:
+            self._write_summary()
 
     def finish(self, status: str = "finished") -> None:
         self._summary["status"] = check_status(status)

@@ -533,6 +533,10 @@ def _settings(wandb: Any) -> Any:
     # (OOM, kill -9, preemption) would lose up to 15 s of epochs from the offline run.
     if "x_transaction_log_flush_interval" in getattr(wandb.Settings, "model_fields", {}):
         options["x_transaction_log_flush_interval"] = 1.0
+    # wbclf hands wandb its pictures as files of a per-run folder removed at finish: wandb
+    # must copy them (its default), never link to them (WANDB_ALLOW_MEDIA_SYMLINK=true).
+    if "allow_media_symlink" in getattr(wandb.Settings, "model_fields", {}):
+        options["allow_media_symlink"] = False
     return wandb.Settings(**options)
 
 

@@ -292,6 +292,9 @@ class Run:
         summary.update(leak_figures)
         summary.update(self._chance(test))
         summary.update(M.prefixed(_intervals(test, self.cfg.seed), "test/"))
+        # Timed before the figures: their PNGs are encoded on a background thread, which
+        # would share the cores with the timing (and a remembered figure serves later runs).
+        speed = model_speed(self.plan.model, self.cfg.image_size, self.hw)
         self.logger.log_evaluation(val)
         self.logger.log_evaluation(test)
         if self.cfg.log_samples:
@@ -321,7 +324,7 @@ class Run:
         })
         summary.update(self.plan.extra_summary())
         summary.update(self.lr_find)
-        summary.update(model_speed(self.plan.model, self.cfg.image_size, self.hw))
+        summary.update(speed)
         summary.update(self._times(final_eval_s))
         return summary
 
@@ -433,10 +436,11 @@ def _execute(run: Run, *, resume: bool) -> dict[str, Any]:
         fit(epochs=cfg.epochs, state=run.state, run_epoch=run.run_epoch, validate=run.validate,
             on_epoch_end=run.on_epoch_end, early_stopping=cfg.early_stopping)
         summary = run.final_summary()
-        status = "pruned" if run.state.stopped == "pruned" else "finished"
         # The status reaches summary.json with finish(), not here: a kill between the two
         # leaves a summary without a status, which --resume completes (and W&B gets anew).
+        # A logger that fails here (a figure that could not be written) fails the run.
         run.logger.log_summary(summary)
+        status = "pruned" if run.state.stopped == "pruned" else "finished"
         fault_point("summary-written")
         summary["status"] = status
         return summary

@@ -286,6 +286,10 @@ class FeaturePlan(TrainingPlan):
         # what a feature map depends on: not which images are cached (a map is per image)
         self._backbone_key = {k: v for k, v in parts.items() if k not in ("images", "image_size")}
         self._backbone_key["device"] = self.hw.device.type
+        import timm
+
+        # another timm or torch may lay a backbone's feature map out differently
+        self._backbone_key["versions"] = [timm.__version__, torch.__version__]
         base = build_or_load_store(folder, _key(parts), cache.count, self._cache_batches,
                                    self.encoder, {"key": parts}, progress=self.progress)
         if self.views == 1:
