@@ -259,8 +259,7 @@ def caption_points(fig_width_in: float, read_width_px: float = READ_WIDTH_PX,
 GRID_SIDE_PAD_IN = 0.04  # between an image and the edge of its cell
 GRID_ROW_GAP_IN = 0.1  # below an image (its red frame reaches 2 pt out) before the next caption
 GRID_EDGE_IN = 0.08  # above the title and below the last row
-CAPTION_PAD_PT = 6.0  # between a caption's last line and its image (matplotlib's title pad)
-LINE_HEIGHT = 1.3  # a text line's height in font sizes: matplotlib's 1.2 spacing, plus descent
+CAPTION_PAD_PT = TITLE_PAD_PT  # between a caption's last line and its image
 CHAR_WIDTH = 0.56  # a character's mean width in font sizes (DejaVu Sans, mixed case)
 
 
@@ -299,11 +298,6 @@ class GridLayout:
 def text_chars(width_in: float, font: float) -> int:
     """About how many characters of size ``font`` (pt) fit in ``width_in`` inches."""
     return max(12, int(width_in * 72 / (CHAR_WIDTH * font)))
-
-
-def text_height_in(lines: int, font: float) -> float:
-    """The height ``lines`` lines of size ``font`` (pt) take, in inches."""
-    return lines * font * LINE_HEIGHT / 72
 
 
 def samples_grid(
@@ -353,8 +347,8 @@ def samples_grid(
     layout = GridLayout(
         cols=cols, rows=-(-n // cols), cell_w=cell_w,
         image_in=cell_w / (2.05 if with_cam else 1.0),
-        caption_in=text_height_in(lines, font) + CAPTION_PAD_PT / 72,
-        title_in=text_height_in(heading.count("\n") + 1, title_font) + 0.05 if heading else 0.0)
+        caption_in=line_height_in(font, lines) + CAPTION_PAD_PT / 72,
+        title_in=line_height_in(title_font, heading.count("\n") + 1) + 0.05 if heading else 0.0)
     fig = Figure(figsize=layout.size)
     pictures = [_grid_picture(samples, k) for k in range(n)]
     # An image narrower than its box keeps to the box's top left: under its caption.
