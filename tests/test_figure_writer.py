@@ -33,13 +33,13 @@ def test_the_same_files_the_synchronous_savers_write(tmp_path: Path) -> None:
 
 def test_encoding_runs_on_another_thread_and_the_last_save_wins(tmp_path, monkeypatch):
     threads: list[str] = []
-    encode = plots.encode_png
+    write = plots.write_png
 
     def spied(*args, **kwargs):
         threads.append(threading.current_thread().name)
-        return encode(*args, **kwargs)
+        return write(*args, **kwargs)
 
-    monkeypatch.setattr("wbclf.tracking.figure_writer.encode_png", spied)
+    monkeypatch.setattr("wbclf.tracking.figure_writer.write_png", spied)
     writer = FigureWriter()
     for text in ("first", "second"):
         fig = Figure(figsize=(2, 1))
@@ -89,7 +89,7 @@ def test_the_run_directory_has_every_figure_when_finish_returns(tmp_path, monkey
     def refuse(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("wbclf.tracking.figure_writer.encode_png", refuse)
+    monkeypatch.setattr("wbclf.tracking.figure_writer.write_png", refuse)
     other = LocalRunLogger(dpi=40)
     run_dir = start(other, tmp_path, names, run_dir=tmp_path / "full")
     other.log_evaluation(make_evaluation("val", names))
@@ -111,7 +111,7 @@ def test_a_figure_that_cannot_be_written_fails_the_run(toy_lesions, tmp_path, mo
     def refuse(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("wbclf.tracking.figure_writer.encode_png", refuse)
+    monkeypatch.setattr("wbclf.tracking.figure_writer.write_png", refuse)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     cfg = build_config({"dataset": str(toy_lesions), "image_size": 32, "width": 8, "depth": 2,
                         "epochs": 1, "limit_per_class": 12, "log_samples": 4,

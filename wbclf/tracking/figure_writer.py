@@ -14,11 +14,9 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
 
-from wbclf.atomic import replacing
-from wbclf.tracking.plots import encode_png, render_bgr, save_chart_atomic, save_figure_atomic
+from wbclf.tracking.plots import is_png, render_bgr, save_figure_atomic, write_png
 
 __all__ = ["FigureWriter"]
 
@@ -34,12 +32,12 @@ class FigureWriter:
     def save(self, fig: Figure, path: str | Path, *, dpi: int, chart: bool = False) -> Path:
         """Draw ``fig`` now; its PNG reaches ``path`` by the next :meth:`wait`."""
         path = Path(path)
-        if path.suffix.lower() not in ("", ".png"):
-            return (save_chart_atomic if chart else save_figure_atomic)(fig, path, dpi=dpi)
+        if not is_png(path):
+            return save_figure_atomic(fig, path, dpi=dpi, chart=chart)
         pixels = render_bgr(fig, dpi=dpi)  # Agg, on this thread: it holds the GIL anyway
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wbclf-png")
-        self._pending.append(self._pool.submit(_write_png, pixels, path, dpi, chart))
+        self._pending.append(self._pool.submit(write_png, pixels, path, dpi, chart=chart))
         return path
 
     def wait(self) -> None:
@@ -60,8 +58,3 @@ class FigureWriter:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-
-
-def _write_png(pixels: np.ndarray, path: Path, dpi: int, chart: bool) -> None:
-    with replacing(path) as tmp:
-        tmp.write_bytes(encode_png(pixels, dpi, chart=chart))

@@ -44,12 +44,14 @@ __all__ = [
     "display_name",
     "figure_png",
     "encode_png",
+    "is_png",
     "render_bgr",
     "render_rgba",
     "roc_figure",
     "samples_grid",
     "save_chart_atomic",
     "save_figure_atomic",
+    "write_png",
 ]
 
 CORRECT_COLOR = "#1a7f37"
@@ -499,12 +501,7 @@ def save_chart_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     often smaller) and encodes 2.5x faster. Photographs (the sample grids) compress worse
     with it, so they keep :func:`save_figure_atomic`. Not a PNG suffix: that function.
     """
-    path = Path(path)
-    if path.suffix.lower() not in ("", ".png"):
-        return save_figure_atomic(fig, path, dpi=dpi)
-    with replacing(path) as tmp:
-        tmp.write_bytes(encode_png(render_bgr(fig, dpi=dpi), dpi, chart=True))
-    return path
+    return save_figure_atomic(fig, path, dpi=dpi, chart=True)
 
 
 # --------------------------------------------------------------------------- saving
@@ -512,21 +509,33 @@ def save_chart_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
 PNG_COMPRESS_LEVEL = 1  # zlib 1..9: 1 is the fastest
 
 
-def save_figure_atomic(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
+def save_figure_atomic(fig: Figure, path: str | Path, *, dpi: int = 110,
+                       chart: bool = False) -> Path:
     """Render ``fig`` to a temporary file beside ``path``, then rename it over ``path``.
 
     A reader (or a crash) never sees half a PNG. The format follows the suffix (PNG if none);
     every figure is saved on a white background. PNGs are drawn once by Agg and encoded as
-    RGB at zlib's fastest level (:func:`figure_png`); other formats go through ``savefig``.
+    RGB at zlib's fastest level (:func:`figure_png`; ``chart``: see
+    :func:`save_chart_atomic`); other formats go through ``savefig``.
     """
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
+    if is_png(path):
+        return write_png(render_bgr(fig, dpi=dpi), path, dpi, chart=chart)
     with replacing(path) as tmp:
-        if fmt == "png":
-            tmp.write_bytes(figure_png(fig, dpi=dpi))
-        else:
-            fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), dpi=dpi, facecolor="white")
     return path
+
+
+def is_png(path: str | Path) -> bool:
+    """Whether :func:`save_figure_atomic` writes ``path`` as a PNG (its suffix, or none)."""
+    return Path(path).suffix.lower() in ("", ".png")
+
+
+def write_png(bgr: np.ndarray, path: str | Path, dpi: float, *, chart: bool = False) -> Path:
+    """Encode drawn pixels (:func:`render_bgr`) as ``path``, renamed into place whole."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(encode_png(bgr, dpi, chart=chart))
+    return Path(path)
 
 
 def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
@@ -550,9 +559,10 @@ def render_bgr(fig: Figure, *, dpi: int = 110) -> np.ndarray:
     return cv2.cvtColor(render_rgba(fig, dpi=dpi), cv2.COLOR_RGBA2BGR)
 
 
-def encode_png(bgr: np.ndarray, dpi: float, *, chart: bool = False) -> bytes:
-    """``bgr`` as PNG bytes at zlib's fastest level, the dpi recorded; ``chart``: every row
-    filtered "up" (see :func:`save_chart_atomic`). OpenCV releases the GIL meanwhile."""
+def encode_png(bgr: np.ndarray, dpi: float | None, *, chart: bool = False) -> bytes:
+    """``bgr`` (or gray, or BGRA) as PNG bytes at zlib's fastest level, the dpi recorded
+    unless None; ``chart``: every row filtered "up" (see :func:`save_chart_atomic`). OpenCV
+    releases the GIL meanwhile."""
     import cv2
 
     options = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL]
@@ -560,8 +570,8 @@ def encode_png(bgr: np.ndarray, dpi: float, *, chart: bool = False) -> bytes:
         options += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
     ok, png = cv2.imencode(".png", bgr, options)
     if not ok:
-        raise RuntimeError("OpenCV could not encode the figure as PNG")
-    return with_dpi(png.tobytes(), dpi)
+        raise RuntimeError("OpenCV could not encode the picture as PNG")
+    return png.tobytes() if dpi is None else with_dpi(png.tobytes(), dpi)
 
 
 def with_dpi(png: bytes, dpi: float) -> bytes:

@@ -491,6 +491,8 @@ class WandbLogger:
         """
         import cv2
 
+        from wbclf.tracking.plots import encode_png
+
         pixels = np.ascontiguousarray(picture)
         if pixels.dtype != np.uint8:
             raise ValueError(f"W&B pictures must be uint8, got {pixels.dtype}")
@@ -501,11 +503,8 @@ class WandbLogger:
         elif pixels.ndim != 2:
             raise ValueError(f"W&B pictures must be (H, W), (H, W, 3) or (H, W, 4), got "
                              f"shape {pixels.shape}")
-        ok, png = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise RuntimeError("OpenCV could not encode a W&B picture as PNG")
         assert self._media is not None, "start() makes the media folder"
-        data = png.tobytes()
+        data = encode_png(pixels, None)  # no dpi: a picture, not a figure
         path = Path(self._media.name) / f"{hashlib.blake2b(data, digest_size=16).hexdigest()}.png"
         path.write_bytes(data)
         return str(path)
