@@ -22,8 +22,7 @@ import hashlib
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wbclf.atomic import replacing
+from wbclf.models.registry import eval_mode
 
 
 def _as_nchw(features: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
@@ -126,7 +126,7 @@ class FeatureMaps:
         stored = self._read([_digest(image) for image in pixels])
         missing = [i for i, m in enumerate(stored) if m is None]
         if missing:
-            with _eval(model), torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 fresh = model.forward_features(x[missing] if len(missing) < len(x) else x)
             self.computed += len(missing)
             for row, i in enumerate(missing):
@@ -172,18 +172,6 @@ def _digest(pixels: np.ndarray) -> str:
     return f"{'x'.join(map(str, pixels.shape))}-{hashlib.blake2b(pixels).hexdigest()[:40]}"
 
 
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode for the block, its mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        if was_training:
-            model.train()
-
-
 def gradcam(model: nn.Module, x: torch.Tensor, classes: Sequence[int] | torch.Tensor,
             size: tuple[int, int] | None = None, *, raw: torch.Tensor | None = None
             ) -> torch.Tensor:
@@ -200,7 +188,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, classes: Sequence[int] | torch.Te
         ``(N, height, width)`` float32 maps in [0, 1] on ``x``'s device; each map is divided by
         its maximum, and a map with no positive evidence is all zeros.
     """
-    with _eval(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         acts, logits = _activations_and_scores(model, x, raw)
         target = torch.as_tensor(classes, device=logits.device).long().view(-1, 1)
         score = logits.float().gather(1, target).sum()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -166,6 +167,18 @@ def model_data_config(model: nn.Module) -> dict[str, Any]:
         "crop_pct": float(cfg["crop_pct"]),
         "crop_mode": str(cfg["crop_mode"]),
     }
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; its training mode put back after (a frozen
+    backbone's ``train`` keeps its BatchNorm in eval, see ``freeze_backbone``)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from wbclf.data.cache import remembered
 from wbclf.device import Hardware
-from wbclf.models import model_digest
+from wbclf.models import eval_mode, model_digest
 
 BATCH = 64
 REPEATS = 5  # timed calls at batch 1 (the median is kept); batch 64 is timed twice
@@ -43,9 +43,7 @@ def _timed(model: nn.Module, images: torch.Tensor, hw: Hardware, repeats: int) -
 def measure_speed(model: nn.Module, image_size: int, hw: Hardware) -> dict[str, float]:
     """Latency at batch 1 (ms) and throughput at batch 64 (images/s) of ``model`` in eval
     mode on ``hw``'s device and precision; the model's training mode is put back."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         one = torch.randn(1, 3, image_size, image_size, device=hw.device)
         batch = torch.randn(BATCH, 3, image_size, image_size, device=hw.device)
         if hw.channels_last:
@@ -53,8 +51,6 @@ def measure_speed(model: nn.Module, image_size: int, hw: Hardware) -> dict[str, 
             batch = batch.to(memory_format=torch.channels_last)
         latency = _timed(model, one, hw, REPEATS)
         per_batch = _timed(model, batch, hw, 2)
-    finally:
-        model.train(was_training)
     return {"model/latency_ms": 1000.0 * latency,
             "model/throughput": BATCH / per_batch if per_batch > 0 else 0.0}
 

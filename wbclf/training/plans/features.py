@@ -38,6 +38,7 @@ from wbclf.atomic import build_once, replacing
 from wbclf.data.datasets import collate_skip_none, resolve_workers
 from wbclf.data.transforms import DeviceNormalizer
 from wbclf.errors import RunError, UserError
+from wbclf.models import eval_mode
 from wbclf.models.gradcam import FeatureMaps
 from wbclf.training.engine import evaluate, train_one_epoch
 from wbclf.training.optim import param_groups
@@ -179,17 +180,13 @@ class BackboneEncoder:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             x = self.normalizer(images.to(self.hw.device, non_blocking=True))
             with self.hw.autocast():
                 fmap = self.model.forward_features(x)
                 feats = self.model.forward_head(fmap, pre_logits=True)
                 if not self._checked:
                     self._check(fmap, feats)
-        finally:
-            self.model.train(was_training)
         BACKBONE_STATS["batches"] += 1
         BACKBONE_STATS["images"] += len(images)
         self.images += len(images)
