@@ -42,6 +42,17 @@ def _isolated_dirs(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _fresh_model_builds():
+    """Each test builds its pretrained models afresh: a kept build (wbclf.models.prebuilt)
+    must not stand in for one a test has changed the weights of (a tampered file)."""
+    from wbclf.models import prebuilt
+
+    prebuilt.forget()
+    yield
+    prebuilt.forget()
+
+
 @pytest.fixture(scope="session")
 def toy_lesions(_isolated_dirs) -> Path:
     """A small toy-lesions dataset shared by the session's tests."""

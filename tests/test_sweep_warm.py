@@ -187,6 +187,33 @@ def test_warm_and_cold_sweeps_give_the_same_metrics(tmp_path, toy_lesions):
     assert histories["warm"] == histories["cold"]
 
 
+@pytest.mark.slow
+def test_warm_trials_of_a_pretrained_sweep_take_the_workers_build(tmp_path, toy_lesions):
+    """The worker builds the sweep's pretrained model for the trials' seed once; its trials
+    train exactly as cold ones do (the head's init included)."""
+    sweep = write_sweep(tmp_path, "frozen", {"lr": {"values": [1.0e-3, 1.0e-2]},
+                                             "seed": {"value": 5}})
+    pins = ["--set", f"dataset={toy_lesions}", "--set", "epochs=2", "--set", "image_size=32",
+            "--set", "limit_per_class=10", "--set", "model=tf_efficientnet_lite0",
+            "--set", "strategy=frozen", "--set", "log_samples=0", "--set", "num_workers=0",
+            "--set", "wandb_mode=disabled"]
+    histories = {}
+    for mode, switch in (("warm", "1"), ("cold", "0")):
+        out = tmp_path / mode
+        result = run_cli("sweep", str(sweep), *pins, "--out", str(out),
+                         env={"WBCLF_WARM_TRIALS": switch})
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        runs = run_dirs(out)
+        assert {s["status"] for s in runs.values()} == {"finished"} and len(runs) == 2
+        histories[mode] = {
+            name: [json.loads(line)["train/loss"]
+                   for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+            for name in runs}
+    worker_log = (tmp_path / "warm" / "logs" / "warm-worker.log").read_text()
+    assert "built tf_efficientnet_lite0 for seed(s) 5" in worker_log
+    assert histories["warm"] == histories["cold"]
+
+
 PRELOADED_WEIGHTS = """
 from wbclf.sweeps.warm import preload
 preload()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from torch import nn
 from wbclf.errors import UserError
 
 from .heads import build_head
+from .prebuilt import built_once, prebuild
 from .packaged import (
     load_packaged_state_dict,
     packaged_weights,
@@ -336,8 +337,25 @@ def create_backbone(
         except Exception as exc:  # unreadable, wrong format or wrong shapes: all one story
             raise WeightsNotFoundError(name, [(source, _one_line(exc))]) from exc
     else:
-        model, source = _load_pretrained(name)
+        # a copy of an earlier build from the same generator state, where there is one
+        model, source = built_once(name, lambda: _load_pretrained(name))
 
     _replace_classifier(model, num_classes, head_hidden, dropout)
     model.wbclf_weight_source = source
     return model, source
+
+
+def prebuild_pretrained(names: Sequence[str], seeds: Sequence[int]) -> list[str]:
+    """Build the pretrained timm models ``names`` as runs seeded with ``seeds`` would, and keep
+    them for the runs this process forks (see :mod:`.prebuilt`); returns the names built.
+
+    Only offline (``HF_HUB_OFFLINE=1``): online, timm's hub attempt may download, and a warm
+    sweep worker must not start the threads a download can start before it forks.
+    """
+    import huggingface_hub
+    import timm
+
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+        return []
+    wanted = [n for n in names if isinstance(n, str) and timm.is_model(n)]
+    return prebuild(wanted, seeds, _load_pretrained)

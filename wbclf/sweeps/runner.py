@@ -27,7 +27,7 @@ from typing import IO, Any
 import yaml
 
 from wbclf.sweeps import trial as sweep_hooks
-from wbclf.config import coerce
+from wbclf.config import RunConfig, coerce
 from wbclf.sweeps.command import (
     render_command,
     shell_line,
@@ -218,13 +218,20 @@ class SweepRunner:
         self._warm_tried = True
         try:
             self.warm = WarmWorker.open(self.out / "logs" / "warm-worker.log",
-                                        models=[str(m) for m in self.spec.choices("model")])
+                                        models=[str(m) for m in self.spec.choices("model")],
+                                        seeds=self._seeds())
         except (OSError, RuntimeError) as err:
             self._say(f"warning: trials start cold: the warm trial worker failed ({err})")
         except KeyboardInterrupt:  # the claimed trial has no process yet: it runs next time
             self._record(claim, Outcome("interrupted", error="the sweep was interrupted"),
                          seconds=0.0)
             raise
+
+    def _seeds(self) -> list[int]:
+        """The seeds the trials run with, where the sweep says (else the default seed)."""
+        listed = self.spec.choices("seed") if "seed" in self.spec.parameters \
+            else [RunConfig().seed]
+        return [s for s in listed if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
 
     def _loop(self) -> None:
         exhausted = False

@@ -34,6 +34,7 @@ from typing import IO, Any, NoReturn
 
 ENV_SWITCH = "WBCLF_WARM_TRIALS"  # "0": every trial starts cold
 MODELS_ENV = "WBCLF_WARM_MODELS"  # the sweep's timm models, comma-separated: see preload
+SEEDS_ENV = "WBCLF_WARM_SEEDS"  # the seeds its trials use, comma-separated: see preload
 READY = "ready"
 PUMP_S = 0.05
 _IMPORT_TEMP_DIRS: list[Any] = []  # tempfile.TemporaryDirectory objects made by imports
@@ -99,11 +100,12 @@ class WarmWorker:
 
     @classmethod
     def open(cls, log_path: Path, env: Mapping[str, str] | None = None,
-             models: Sequence[str] = ()) -> WarmWorker:
+             models: Sequence[str] = (), seeds: Sequence[int] = ()) -> WarmWorker:
         """Start a worker and wait until it has imported everything (seconds, once).
 
         Its own output (import warnings, a crash) goes to ``log_path``. ``models``: the timm
-        models the sweep's trials build, whose packaged weights the worker reads once.
+        models the sweep's trials build, whose packaged weights the worker reads once;
+        with ``seeds`` (the trials' seeds) it also builds them once (see :func:`preload`).
         """
         code = "import sys; from wbclf.sweeps.warm import serve; sys.exit(serve())"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,8 @@ class WarmWorker:
             proc = subprocess.Popen(  # noqa: PLW1509 -- preexec_fn: before any thread starts
                 [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, env={**(os.environ if env is None else env),
-                                 MODELS_ENV: ",".join(models)},
+                                 MODELS_ENV: ",".join(models),
+                                 SEEDS_ENV: ",".join(str(int(x)) for x in seeds)},
                 start_new_session=True, preexec_fn=_die_with_parent)
         worker = cls(proc)
         ready = worker._await(lambda msg: msg.get("event") == READY, what="start")
@@ -328,12 +331,22 @@ def preload() -> None:
     from PIL import Image
 
     Image.preinit()  # the image format plugins PIL would otherwise load in every trial
+    models = [m for m in os.environ.get(MODELS_ENV, "").split(",") if m]
+    seeds = [int(x) for x in os.environ.get(SEEDS_ENV, "").split(",") if x.strip().isdigit()]
     try:  # the packaged weights of the sweep's models: read and checked once, not per trial
+        from wbclf.models.backbones import prebuild_pretrained
         from wbclf.models.packaged import preload_packaged_weights
 
-        preload_packaged_weights([m for m in os.environ.get(MODELS_ENV, "").split(",") if m])
-    except Exception:  # noqa: BLE001 -- a trial that needs them reports the problem itself
-        pass
+        preload_packaged_weights(models)
+        # and the models themselves, as each seed's trial builds them: a trial that seeds
+        # alike gets a copy (wbclf.models.prebuilt), on one thread, so no pool starts here
+        built = prebuild_pretrained(models, seeds)
+        if built:
+            print(f"wbclf warm worker: built {', '.join(built)} for seed(s) "
+                  f"{', '.join(map(str, seeds))}", file=sys.stderr, flush=True)
+    except Exception as err:  # noqa: BLE001 -- a trial that needs them reports it itself
+        print(f"wbclf warm worker: models not prepared ({type(err).__name__}: {err})",
+              file=sys.stderr, flush=True)
     with warnings.catch_warnings():  # isinstance() on some lazy torch objects warns
         warnings.simplefilter("ignore")
         _IMPORT_TEMP_DIRS[:] = [o for o in gc.get_objects()

@@ -31,7 +31,9 @@ def build_plan(cfg: RunConfig, data: DataBundle, hw: Hardware, *, progress: bool
     model, source = _create(cfg, len(data.classes))
     data_config = {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in model_data_config(model).items()}
-    model = model.to(hw.device)
+    if any(t.device != hw.device for t in (*model.parameters(), *model.buffers())):
+        # a walk over every module even when nothing moves (~0.04 s in a warm trial)
+        model = model.to(hw.device)
     if hw.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.strategy == "frozen":
