@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import REPO, run_cli
 from tests.test_sweep_e2e import run_dirs, write_sweep
 from wbclf.sweeps.warm import WarmWorker, warm_enabled, warm_program
+from wbclf.tracking.wandb_offline import read_offline_run
 
 TRAIN = str(REPO / "scripts" / "train.py")
 
@@ -170,6 +171,7 @@ def test_warm_and_cold_sweeps_give_the_same_metrics(tmp_path, toy_lesions):
             "--set", "limit_per_class=20", "--set", "width=8", "--set", "log_samples=4",
             "--set", "num_workers=0"]
     histories = {}
+    wandb_runs: dict[str, dict[str, list]] = {"warm": {}, "cold": {}}
     for mode, switch in (("warm", "1"), ("cold", "0")):
         out = tmp_path / mode
         result = run_cli("sweep", str(sweep), *pins, "--out", str(out),
@@ -184,7 +186,18 @@ def test_warm_and_cold_sweeps_give_the_same_metrics(tmp_path, toy_lesions):
                    for line in (out / name / "metrics.jsonl").read_text().splitlines()]
             + [runs[name]["test/acc"]] for name in runs}
         assert all((out / name / "samples.png").is_file() for name in runs)
+        # W&B (offline here): warm trials log through the sweep's one service, cold ones
+        # each start their own; what the runs hold is the same
+        for name in runs:
+            (debug,) = (out / name).glob("wandb/offline-run-*/logs/debug.log")
+            shared = "Connected to an existing wandb-core service" in debug.read_text()
+            assert shared == (mode == "warm")
+            wandb_runs[mode][name] = [row["val/acc"] for row in
+                                      read_offline_run(out / name).history if "val/acc" in row]
+    assert (tmp_path / "warm" / "logs" / "wandb-service.log").is_file()
     assert histories["warm"] == histories["cold"]
+    assert wandb_runs["warm"] == wandb_runs["cold"]
+    assert all(len(v) == 2 for v in wandb_runs["warm"].values())
 
 
 @pytest.mark.slow

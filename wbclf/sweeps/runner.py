@@ -41,10 +41,12 @@ from wbclf.sweeps.space import pruner_settings
 from wbclf.sweeps.storage import HEARTBEAT_S
 from wbclf.sweeps.study import FINAL, Claim, Outcome, SweepStudy, process_identity
 from wbclf.sweeps.warm import WarmTrial, WarmWorker, warm_enabled, warm_program
+from wbclf.tracking.wandb_service import SharedService
 
 POLL_S = 0.05
 STOP_GRACE_S = 30  # after Ctrl-C, trials get this long to save and exit before they are killed
 ORPHAN_POLL_S = 1.0
+SHARED_WANDB_WAIT_S = 10.0  # the first trial waits this long at most for the W&B service
 
 
 @dataclass
@@ -185,6 +187,7 @@ class SweepRunner:
         self.skip = list(skip or [])
         self.warm: WarmWorker | None = None
         self._warm_tried = False
+        self.shared_wandb: SharedService | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -208,14 +211,22 @@ class SweepRunner:
                 self.bar.close()
             if self.warm is not None:
                 self.warm.close()
+            if self.shared_wandb is not None:  # after the trials: they finish their runs in it
+                self.shared_wandb.close()
         return 1 if self.guard.tripped else 0
 
     def _open_warm(self, claim: Claim, argv: list[str]) -> None:
         """Start the warm worker trials fork from (see :mod:`.warm`) before the first trial
-        that can use it; trials start cold when it is off or fails."""
+        that can use it; trials start cold when it is off or fails. The shared W&B service
+        (:mod:`wbclf.tracking.wandb_service`) starts beside it, while it imports."""
         if self._warm_tried or not warm_enabled() or warm_program(argv) is None:
             return
         self._warm_tried = True
+        if self._uses_wandb():
+            try:
+                self.shared_wandb = SharedService.spawn(self.out / "logs" / "wandb-service.log")
+            except OSError as err:
+                self._say(f"warning: each trial starts its own W&B service ({err})")
         try:
             self.warm = WarmWorker.open(self.out / "logs" / "warm-worker.log",
                                         models=[str(m) for m in self.spec.choices("model")],
@@ -226,6 +237,14 @@ class SweepRunner:
             self._record(claim, Outcome("interrupted", error="the sweep was interrupted"),
                          seconds=0.0)
             raise
+
+    def _uses_wandb(self) -> bool:
+        """Whether a trial may log to W&B (``wandb_mode`` not ``disabled`` everywhere)."""
+        if os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
+            return False
+        modes = self.spec.choices("wandb_mode") if "wandb_mode" in self.spec.parameters \
+            else [RunConfig().wandb_mode]
+        return any(str(mode).strip().lower() != "disabled" for mode in modes)
 
     def _seeds(self) -> list[int]:
         """The seeds the trials run with, where the sweep says (else the default seed)."""
@@ -321,6 +340,8 @@ class SweepRunner:
             sweep_hooks.GROUP_ENV: self.spec.name,
             "PYTHONUNBUFFERED": "1",
         })
+        if self.shared_wandb is not None:
+            env.update(self.shared_wandb.env(wait_s=SHARED_WANDB_WAIT_S))
         if self.spec.entity:
             env["WANDB_ENTITY"] = self.spec.entity
         if self.pruner is not None:

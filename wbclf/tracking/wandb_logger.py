@@ -35,6 +35,7 @@ import numpy as np
 
 from wbclf.errors import RunError, fault_point
 from wbclf.tracking.records import check_status
+from wbclf.tracking.wandb_service import shared_service_usable
 from wbclf.metrics import json_safe, per_class_rows, pr_points, roc_points
 from wbclf.tracking.records import Evaluation, SamplePredictions
 
@@ -511,14 +512,18 @@ class WandbLogger:
 
 
 def _drop_inherited_wandb_service() -> None:
-    """Forget a ``WANDB_SERVICE`` that another process (a parent) started.
+    """Forget a ``WANDB_SERVICE`` that another process (a parent) started, unless it is the
+    one a wbclf sweep started for its trials and it is still there
+    (:mod:`wbclf.tracking.wandb_service`).
 
-    wandb puts its service token in the environment, so child processes (trials of a local
-    sweep, ``wbclf train`` run from a script or a test that used wandb) attach to the parent's
-    wandb-core. A child killed with SIGKILL then leaves its run open in that shared core, and
-    the resume fails with "run ID ... is in use". The token names the process that started the
-    service (``<version>-<pid>-...``): any other pid means it was inherited.
+    wandb puts its service token in the environment, so child processes (``wbclf train`` run
+    from a script or a test that used wandb) attach to the parent's wandb-core. A child killed
+    with SIGKILL then leaves its run open in that shared core, and the resume fails with "run
+    ID ... is in use". The token names the process that started the service
+    (``<version>-<pid>-...``): any other pid means it was inherited.
     """
+    if shared_service_usable():
+        return
     token = os.environ.get("WANDB_SERVICE", "")
     match = re.match(r"^\d+-(\d+)-", token)
     if token and (match is None or int(match.group(1)) != os.getpid()):
