@@ -16,16 +16,21 @@ from wbclf.models import create_backbone, prebuilt
 LITE0 = "tf_efficientnet_lite0"
 
 
-def _build(seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """A run's build: seeded, the model with its new head, then the generator's next draws."""
+def _build(seed: int, layout: torch.memory_format = torch.channels_last
+           ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A run's build: seeded, the model with its new head in the layout the run converts it
+    to (wbclf.training.plans.factory), then the generator's next draws."""
     torch.manual_seed(seed)
     model, source = create_backbone(LITE0, 3, pretrained=True, head_hidden=8)
     assert source.kind == "packaged"
-    return {k: v.clone() for k, v in model.state_dict().items()}, torch.rand(16)
+    model = model.to(memory_format=layout)
+    return dict(model.state_dict()), torch.rand(16)
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    """The same values in the same memory layout (strides: the kernels a layout picks)."""
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) and a[k].stride() == b[k].stride() for k in a)
 
 
 def test_a_copy_is_the_build_it_replaces():
@@ -40,6 +45,11 @@ def test_a_copy_is_the_build_it_replaces():
     assert prebuilt.copies_made() == 1
     assert not torch.equal(other_draws, first_draws)
     assert not _same(other, first)  # the head is drawn from the seed
+    flat, flat_draws = _build(0, torch.contiguous_format)  # hardware without channels_last
+    assert prebuilt.copies_made() == 2
+    prebuilt.forget()
+    fresh_flat, fresh_draws = _build(0, torch.contiguous_format)
+    assert _same(flat, fresh_flat) and torch.equal(flat_draws, fresh_draws)
 
 
 def test_a_copy_is_the_callers_own():

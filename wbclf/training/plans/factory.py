@@ -34,8 +34,9 @@ def build_plan(cfg: RunConfig, data: DataBundle, hw: Hardware, *, progress: bool
     if any(t.device != hw.device for t in (*model.parameters(), *model.buffers())):
         # a walk over every module even when nothing moves (~0.04 s in a warm trial)
         model = model.to(hw.device)
-    if hw.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    # both ways: a kept pretrained build (wbclf.models.prebuilt) is already channels_last
+    model = model.to(memory_format=torch.channels_last if hw.channels_last
+                     else torch.contiguous_format)
     if cfg.strategy == "frozen":
         freeze_backbone(model)
         if cfg.cache_images:
