@@ -60,3 +60,20 @@ def test_the_model_digest_sees_what_the_module_tree_does_not_print():
     assert model_digest(Tokens(1)) != model_digest(Tokens(4))
     assert model_digest(Tokens(4)) == model_digest(Tokens(4))  # weights' values do not count
     assert model_digest(Tokens(4)) != model_digest(Tokens(4).half())
+
+
+def test_the_model_digest_leaves_dropout_rates_out():
+    """In eval mode a dropout layer passes its input through: a head study's dropout values
+    share one speed measurement; a layer more or another width does not."""
+    from timm.layers import DropPath
+    from torch import nn
+
+    from wbclf.models import build_head, model_digest
+
+    assert model_digest(build_head(16, 2, hidden=8, dropout=0.0)) \
+        == model_digest(build_head(16, 2, hidden=8, dropout=0.3))
+    assert model_digest(nn.Sequential(nn.Dropout2d(0.1), DropPath(0.1))) \
+        == model_digest(nn.Sequential(nn.Dropout2d(p=0.5), DropPath(0.2)))
+    assert model_digest(build_head(16, 2)) != model_digest(build_head(16, 2, dropout=0.3))
+    assert model_digest(build_head(16, 2, hidden=8)) != model_digest(build_head(16, 2, hidden=9))
+    assert model_digest(nn.Dropout(0.1)) != model_digest(nn.Dropout(0.1, inplace=True))

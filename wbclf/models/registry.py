@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -190,13 +191,21 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 FLOPS_METHOD = 1  # bump when count_flops changes what it counts: remembered counts expire
 
 
+# How dropout layers print their rate (torch's Dropout family, timm's DropPath / DropBlock)
+_DROP_RATE = re.compile(r"\b((?:\w*Dropout\w*|DropPath|DropBlock\w*)\((?:p|drop_prob)=)[^,)]*")
+
+
 def model_digest(model: nn.Module) -> str:
-    """A digest of a model's architecture: its class, module tree (layers with their
-    settings) and every parameter's and buffer's name, shape and dtype."""
+    """A digest of a model's architecture as it runs in eval mode: its class, module tree
+    (layers with their settings) and every parameter's and buffer's name, shape and dtype.
+
+    Dropout rates are left out: in eval mode every dropout layer passes its input through,
+    so models that differ only there have the same speed and FLOPs (what the digest keys).
+    """
     import hashlib
 
     h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
-    h.update(repr(model).encode())
+    h.update(_DROP_RATE.sub(r"\1*", repr(model)).encode())
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         h.update(f"\n{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
     return h.hexdigest()[:24]
