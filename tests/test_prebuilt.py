@@ -119,3 +119,21 @@ def test_a_warm_worker_builds_once_and_its_trials_take_the_build():
     assert child[0] == fresh[0]  # same weights, head and draws after
     assert child[1] == "1"  # the trial's build was the worker's
     assert child[2] == fresh[2] == "1"  # handed over, not kept twice; seed 3's still kept
+
+
+def test_the_worker_keeps_every_build_it_was_asked_for():
+    """One model for three seeds (more than a study keeps unasked): each seed's run copies."""
+    def build(name: str) -> tuple[torch.nn.Module, str]:
+        return torch.nn.Linear(4, 2), "random"
+
+    threads = torch.get_num_threads()
+    assert prebuilt.prebuild(["tiny"], [1, 2, 3], build) == ["tiny"]
+    assert torch.get_num_threads() == threads
+    for seed in (3, 1, 2):
+        torch.manual_seed(seed)
+        copy, _ = prebuilt.built_once("tiny", lambda: build("tiny"))
+        after_copy = torch.rand(3)
+        torch.manual_seed(seed)
+        fresh, _ = build("tiny")
+        assert torch.equal(copy.weight, fresh.weight) and torch.equal(after_copy, torch.rand(3))
+    assert prebuilt.copies_made() == 3

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,19 @@ def test_a_forked_trial_is_its_own_process(tmp_path, toy_lesions):
     assert worker.proc.returncode == 0
 
 
+def _warm_then_cold(tmp_path: Path, sweep: Path, pins: list[str]
+                    ) -> Iterator[tuple[str, Path, dict[str, dict]]]:
+    """Run the 2-trial ``sweep`` warm, then cold: (mode, its out dir, its run summaries)."""
+    for mode, switch in (("warm", "1"), ("cold", "0")):
+        out = tmp_path / mode
+        result = run_cli("sweep", str(sweep), *pins, "--out", str(out),
+                         env={"WBCLF_WARM_TRIALS": switch})
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        runs = run_dirs(out)
+        assert len(runs) == 2 and {s["status"] for s in runs.values()} == {"finished"}
+        yield mode, out, runs
+
+
 @pytest.mark.slow
 def test_warm_and_cold_sweeps_give_the_same_metrics(tmp_path, toy_lesions):
     """The same trials forked warm and started cold: identical val/acc, epoch by epoch."""
@@ -172,13 +186,7 @@ def test_warm_and_cold_sweeps_give_the_same_metrics(tmp_path, toy_lesions):
             "--set", "num_workers=0"]
     histories = {}
     wandb_runs: dict[str, dict[str, list]] = {"warm": {}, "cold": {}}
-    for mode, switch in (("warm", "1"), ("cold", "0")):
-        out = tmp_path / mode
-        result = run_cli("sweep", str(sweep), *pins, "--out", str(out),
-                         env={"WBCLF_WARM_TRIALS": switch})
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        runs = run_dirs(out)
-        assert len(runs) == 2 and {s["status"] for s in runs.values()} == {"finished"}
+    for mode, out, runs in _warm_then_cold(tmp_path, sweep, pins):
         logs = [(out / "logs" / f"{name}.log").read_text() for name in runs]
         assert all(("warm start" in text) == (mode == "warm") for text in logs)
         histories[mode] = {
@@ -211,13 +219,7 @@ def test_warm_trials_of_a_pretrained_sweep_take_the_workers_build(tmp_path, toy_
             "--set", "strategy=frozen", "--set", "log_samples=0", "--set", "num_workers=0",
             "--set", "wandb_mode=disabled"]
     histories = {}
-    for mode, switch in (("warm", "1"), ("cold", "0")):
-        out = tmp_path / mode
-        result = run_cli("sweep", str(sweep), *pins, "--out", str(out),
-                         env={"WBCLF_WARM_TRIALS": switch})
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        runs = run_dirs(out)
-        assert {s["status"] for s in runs.values()} == {"finished"} and len(runs) == 2
+    for mode, out, runs in _warm_then_cold(tmp_path, sweep, pins):
         histories[mode] = {
             name: [json.loads(line)["train/loss"]
                    for line in (out / name / "metrics.jsonl").read_text().splitlines()]

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-MAX_KEPT = 2  # builds kept at once: a study compares a few; each copy is the model's size
+MAX_KEPT = 2  # builds kept at once unasked: a study compares a few; each is the model's size
 
 # (name, digest of the generator state it started from) -> (pristine model, its weight
 # source, the generator state it left, the pid that kept it); keyed by the start state too,
@@ -64,7 +64,7 @@ def built_once(name: str, build: Callable[[], tuple[nn.Module, Any]], *, keep: b
     model, source = build()
     _BUILDS[key] = _BUILDS.get(key, 0) + 1
     if keep or _BUILDS[key] > 1:
-        if len(_KEPT) >= MAX_KEPT:
+        while len(_KEPT) >= MAX_KEPT and not keep:  # what was asked for is never dropped
             _KEPT.pop(next(iter(_KEPT)))  # the oldest
         # kept in channels_last, the layout CPU and CUDA runs convert every model to
         # (wbclf.device): their conversion of a copy is then a walk, not a copy of every
