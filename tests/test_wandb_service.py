@@ -53,7 +53,7 @@ def _trial(run_dir: Path, env: dict[str, str]) -> str:
 def test_trials_share_the_holders_service_until_it_closes(tmp_path):
     shared = SharedService.spawn(tmp_path / "service.log")
     try:
-        env = shared.env(wait_s=120)
+        env = shared.env(wait_s=None)
         assert env[SERVICE_ENV] == env[SHARED_ENV] and shared_service_usable(env)
         assert shared.env() == env  # read once; no second wait
         assert CONNECTED in _trial(tmp_path / "one", env)
@@ -111,8 +111,17 @@ def test_a_holder_without_wandb_says_so_and_waits(tmp_path):
     shared = SharedService.spawn(tmp_path / "service.log", env={**os.environ,
                                                                 "WANDB_MODE": "disabled"})
     try:
-        assert shared.env(wait_s=120) == {} and shared.token == ""
+        assert shared.env(wait_s=None) == {} and shared.token == ""
         assert shared.proc.poll() is None  # it waits for the sweep all the same
     finally:
         shared.close()
     assert shared.proc.returncode == 0
+
+
+def test_a_holder_that_dies_silently_is_not_waited_for():
+    silent = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    shared = SharedService(silent)
+    assert shared.env(wait_s=None) == {} and shared.token == ""
+    shared.close()
+    assert silent.returncode == 0

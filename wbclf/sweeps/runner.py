@@ -46,7 +46,6 @@ from wbclf.tracking.wandb_service import SharedService
 POLL_S = 0.05
 STOP_GRACE_S = 30  # after Ctrl-C, trials get this long to save and exit before they are killed
 ORPHAN_POLL_S = 1.0
-SHARED_WANDB_WAIT_S = 10.0  # the first trial waits this long at most for the W&B service
 
 
 @dataclass
@@ -341,7 +340,9 @@ class SweepRunner:
             "PYTHONUNBUFFERED": "1",
         })
         if self.shared_wandb is not None:
-            env.update(self.shared_wandb.env(wait_s=SHARED_WANDB_WAIT_S))
+            # waits for the holder's answer once (it is ready before the worker, as a rule):
+            # every warm trial then joins the one service, whatever the machine's load
+            env.update(self.shared_wandb.env(wait_s=None))
         if self.spec.entity:
             env["WANDB_ENTITY"] = self.spec.entity
         if self.pruner is not None:

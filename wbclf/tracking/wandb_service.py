@@ -44,12 +44,11 @@ class SharedService:
         self.proc = proc
         self.token: str | None = None
         self._buffer = b""
-        self._waited = False  # waited once already: never again (a stuck holder)
 
     @classmethod
     def spawn(cls, log_path: Path, env: Mapping[str, str] | None = None) -> SharedService:
-        """Start the holder; it needs a second or two (importing wandb) and is not waited
-        for: :meth:`env` is empty until its service is up."""
+        """Start the holder; it needs a second or two (importing wandb), which the sweep
+        spends starting the warm worker; :meth:`env` then waits for its answer."""
         code = "import sys; from wbclf.tracking.wandb_service import hold; sys.exit(hold())"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         environ = {k: v for k, v in (os.environ if env is None else env).items()
@@ -60,17 +59,25 @@ class SharedService:
                                     start_new_session=True)
         return cls(proc)
 
-    def env(self, wait_s: float = 0.0) -> dict[str, str]:
-        """What a trial started now adds to its environment: the token, once the service is
-        up (waiting up to ``wait_s`` for it, once), and while the holder lives; else nothing."""
-        if self.token is None and self.proc.stdout is not None and self.proc.poll() is None:
-            wait_s, self._waited = (0.0 if self._waited else max(0.0, wait_s)), True
+    def env(self, wait_s: float | None = 0.0) -> dict[str, str]:
+        """What a trial started now adds to its environment: the token once the service is
+        up, while the holder lives; else nothing.
+
+        ``wait_s``: how long to wait for the holder's answer; None waits until it answers or
+        exits (it gives up by itself after wandb's own service start timeout, 30 s).
+        """
+        while self.token is None and self.proc.stdout is not None:
             ready, _, _ = select.select([self.proc.stdout], [], [], wait_s)
-            if ready:
-                self._buffer += os.read(self.proc.stdout.fileno(), 4096)
-                line, newline, _ = self._buffer.partition(b"\n")
-                if newline:
-                    self.token = line.decode().strip() or ""
+            if not ready:
+                break
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:  # the holder exited without a word
+                self.token = ""
+                break
+            self._buffer += chunk
+            line, newline, _ = self._buffer.partition(b"\n")
+            if newline:
+                self.token = line.decode().strip()
         if not self.token or self.proc.poll() is not None:
             return {}
         return {SERVICE_ENV: self.token, SHARED_ENV: self.token}
