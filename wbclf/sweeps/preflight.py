@@ -39,14 +39,12 @@ class Missing:
 
 def _options(spec: SweepSpec, name: str) -> list[Any]:
     """Every value field ``name`` takes in the study (the default when the file omits it)."""
-    param = spec.parameters.get(name)
-    if param is None:
-        return [default_data_dir() if name == "data_dir" else getattr(RunConfig(), name)]
-    if param.is_constant:
-        return [param.config["value"]]
-    if "values" in param.config:
-        return list(dict.fromkeys(param.config["values"]))
-    return [getattr(RunConfig(), name)]  # a numeric distribution: never one of these fields
+    if name == "data_dir" and name not in spec.parameters:
+        return [default_data_dir()]
+    values = spec.field_values(name)
+    if values is None:  # a numeric distribution: never one of these fields
+        return [getattr(RunConfig(), name)]
+    return list(dict.fromkeys(values))
 
 
 def combinations(spec: SweepSpec) -> Iterable[dict[str, Any]]:

@@ -27,7 +27,7 @@ from typing import IO, Any
 import yaml
 
 from wbclf.sweeps import trial as sweep_hooks
-from wbclf.config import RunConfig, coerce
+from wbclf.config import coerce
 from wbclf.sweeps.command import (
     render_command,
     shell_line,
@@ -241,14 +241,12 @@ class SweepRunner:
         """Whether a trial may log to W&B (``wandb_mode`` not ``disabled`` everywhere)."""
         if os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
             return False
-        modes = self.spec.choices("wandb_mode") if "wandb_mode" in self.spec.parameters \
-            else [RunConfig().wandb_mode]
+        modes = self.spec.field_values("wandb_mode") or []
         return any(str(mode).strip().lower() != "disabled" for mode in modes)
 
     def _seeds(self) -> list[int]:
-        """The seeds the trials run with, where the sweep says (else the default seed)."""
-        listed = self.spec.choices("seed") if "seed" in self.spec.parameters \
-            else [RunConfig().seed]
+        """The seeds the trials run with, where the sweep lists them (else the default)."""
+        listed = self.spec.field_values("seed") or []
         return [s for s in listed if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
 
     def _loop(self) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wbclf.config import RunConfig
 from wbclf.errors import UserError
 
 
@@ -69,6 +70,15 @@ class SweepSpec:
         if param.is_constant:
             return [param.config["value"]]
         return list(param.config.get("values", []))
+
+    def field_values(self, name: str) -> list[Any] | None:
+        """Every value RunConfig field ``name`` takes in this sweep: :meth:`choices` where
+        the sweep lists it, RunConfig's default where it does not set it, None for a
+        distribution."""
+        if name not in self.parameters:
+            return [getattr(RunConfig(), name)]
+        listed = self.choices(name)
+        return listed if listed or "values" in self.parameters[name].config else None
 
     @property
     def constants(self) -> dict[str, Any]:
