@@ -463,12 +463,12 @@ def test_reader_takes_a_file_not_written_yet_as_empty(tmp_path: Path) -> None:
 
 
 def test_an_inherited_wandb_service_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wbclf.tracking.wandb_logger import _drop_inherited_wandb_service
+    from wbclf.tracking.wandb_service import drop_inherited_service
 
     own = f"3-{os.getpid()}-unix-/tmp/wandb-socket"
     monkeypatch.setenv("WANDB_SERVICE", own)
-    _drop_inherited_wandb_service()
+    drop_inherited_service()
     assert os.environ["WANDB_SERVICE"] == own  # this process's own service stays
     monkeypatch.setenv("WANDB_SERVICE", f"3-{os.getpid() + 1}-tcp-localhost-4242")
-    _drop_inherited_wandb_service()
+    drop_inherited_service()
     assert "WANDB_SERVICE" not in os.environ

@@ -21,7 +21,6 @@ import hashlib
 import math
 import netrc
 import os
-import re
 import secrets
 import string
 import sys
@@ -35,7 +34,7 @@ import numpy as np
 
 from wbclf.errors import RunError, fault_point
 from wbclf.tracking.records import check_status
-from wbclf.tracking.wandb_service import shared_service_usable
+from wbclf.tracking.wandb_service import drop_inherited_service
 from wbclf.metrics import json_safe, per_class_rows, pr_points, roc_points
 from wbclf.tracking.records import Evaluation, SamplePredictions
 
@@ -190,7 +189,7 @@ class WandbLogger:
             # wandb would show an interactive login prompt (or fail later on no TTY).
             raise RunError("wandb_mode=online but no W&B API key is configured; run `wandb "
                            "login`, set WANDB_API_KEY, or use wandb_mode=offline/auto")
-        _drop_inherited_wandb_service()
+        drop_inherited_service()
         import wandb
 
         in_sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
@@ -509,25 +508,6 @@ class WandbLogger:
         path = Path(self._media.name) / f"{hashlib.blake2b(data, digest_size=16).hexdigest()}.png"
         path.write_bytes(data)
         return str(path)
-
-
-def _drop_inherited_wandb_service() -> None:
-    """Forget a ``WANDB_SERVICE`` that another process (a parent) started, unless it is the
-    one a wbclf sweep started for its trials and it is still there
-    (:mod:`wbclf.tracking.wandb_service`).
-
-    wandb puts its service token in the environment, so child processes (``wbclf train`` run
-    from a script or a test that used wandb) attach to the parent's wandb-core. A child killed
-    with SIGKILL then leaves its run open in that shared core, and the resume fails with "run
-    ID ... is in use". The token names the process that started the service
-    (``<version>-<pid>-...``): any other pid means it was inherited.
-    """
-    if shared_service_usable():
-        return
-    token = os.environ.get("WANDB_SERVICE", "")
-    match = re.match(r"^\d+-(\d+)-", token)
-    if token and (match is None or int(match.group(1)) != os.getpid()):
-        os.environ.pop("WANDB_SERVICE", None)
 
 
 def _settings(wandb: Any) -> Any:

@@ -33,8 +33,8 @@ SERVICE_ENV = "WANDB_SERVICE"  # where wandb keeps the token
 SHARED_ENV = "WBCLF_SHARED_WANDB_SERVICE"  # the token a wbclf sweep started for its trials
 
 # wandb's token: "<version>-<pid of the starting process>-unix-<socket path>" or
-# "...-tcp-localhost-<port>"
-_TOKEN = re.compile(r"^\d+-(\d+)-(unix|tcp)-(.+)$")
+# "...-tcp-localhost-<port>" (the pid is read from any kind)
+_TOKEN = re.compile(r"^\d+-(\d+)-(?:(unix|tcp)-(.+)$)?")
 
 
 class SharedService:
@@ -135,7 +135,7 @@ def shared_service_usable(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     token = env.get(SERVICE_ENV, "")
     match = _TOKEN.match(token)
-    if not token or token != env.get(SHARED_ENV) or match is None:
+    if not token or token != env.get(SHARED_ENV) or match is None or not match.group(2):
         return False
     pid, kind, where = int(match.group(1)), match.group(2), match.group(3)
     try:
@@ -155,3 +155,22 @@ def shared_service_usable(environ: Mapping[str, str] | None = None) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def drop_inherited_service() -> None:
+    """Forget a ``WANDB_SERVICE`` that another process (a parent) started, unless it is the
+    one a wbclf sweep started for its trials and it is still there
+    (:meth:`SharedService.spawn`).
+
+    wandb puts its service token in the environment, so child processes (``wbclf train`` run
+    from a script or a test that used wandb) attach to the parent's wandb-core. A child killed
+    with SIGKILL then leaves its run open in that shared core, and the resume fails with "run
+    ID ... is in use". The token names the process that started the service: any other pid
+    means it was inherited.
+    """
+    if shared_service_usable():
+        return
+    token = os.environ.get(SERVICE_ENV, "")
+    match = _TOKEN.match(token)
+    if token and (match is None or int(match.group(1)) != os.getpid()):
+        os.environ.pop(SERVICE_ENV, None)
