@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from wbclf.config import build_config
@@ -12,7 +13,9 @@ from wbclf.training.run import train_run
 from wbclf.training.speed import BATCH, measure_speed, model_speed
 
 
-def test_speed_of_a_bigger_model_is_lower():
+def test_measuring_speed_puts_the_models_mode_back():
+    """Real timings of two models: positive figures; the training and grad modes are as
+    before (which is faster is not asserted: that would be a timing test)."""
     hw = resolve_hardware("cpu", "auto")
     small = create_model("scratch", 2, build_config({"width": 4, "depth": 2}))
     big = create_model("scratch", 2, build_config({"width": 64, "depth": 4,
@@ -23,9 +26,27 @@ def test_speed_of_a_bigger_model_is_lower():
     assert small.training  # the training mode is put back
     for figures in (fast, slow):
         assert figures["model/latency_ms"] > 0 and figures["model/throughput"] > 0
-    # ~400x the multiply-adds: no machine load hides that
-    assert slow["model/throughput"] < fast["model/throughput"]
     assert torch.is_grad_enabled()
+
+
+def test_speed_times_one_image_and_a_batch_in_eval_mode(monkeypatch):
+    """What is timed, and how the figures follow from the timings (a fixed clock: the
+    arithmetic, not this machine's load, is under test)."""
+    import wbclf.training.speed as S
+
+    model = create_model("scratch", 2, build_config({"width": 4, "depth": 2}))
+    model.train()
+    seen: list[tuple[int, bool]] = []
+    model.register_forward_hook(lambda m, args, out: seen.append((args[0].shape[0],
+                                                                  m.training)))
+    ticks = iter(range(1_000_000))
+    monkeypatch.setattr(S.time, "perf_counter", lambda: next(ticks) * 0.004)  # 4 ms a call
+    figures = measure_speed(model, 32, resolve_hardware("cpu", "auto"))
+    # a warm-up call, then REPEATS timed calls at batch 1 and two at BATCH; all in eval mode
+    assert seen == [(1, False)] * (S.REPEATS + 1) + [(BATCH, False)] * 3
+    assert model.training
+    assert figures == {"model/latency_ms": pytest.approx(4.0),
+                       "model/throughput": pytest.approx(BATCH / 0.004)}
 
 
 def test_every_run_records_latency_and_throughput(toy_lesions, tmp_path):
@@ -37,8 +58,6 @@ def test_every_run_records_latency_and_throughput(toy_lesions, tmp_path):
     on_disk = json.loads((tmp_path / "r" / "summary.json").read_text())
     for key in ("model/latency_ms", "model/throughput"):
         assert on_disk[key] == summary[key] > 0
-    # a batch of BATCH images takes longer than one image
-    assert BATCH / summary["model/throughput"] * 1000 > summary["model/latency_ms"] * 0.5
 
 
 def test_speed_is_measured_once_per_model_and_setting(tmp_path, monkeypatch):
