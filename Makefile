@@ -5,6 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 export NO_ALBUMENTATIONS_UPDATE := 1
+# Test processes (pytest-xdist): one per core, at most 4. Most tests wait on subprocesses
+# (a run, a sweep), so two on 2 cores halve the suite's time; each test process and the runs
+# it starts import torch, so more than 4 cost memory for little gain.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST := WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+	--dist worksteal
 
 .PHONY: install test test-stress test-fast lint demo bench clean
 
@@ -18,19 +24,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install wbclf with the dev extra (idempotent)
 
-test: install  ## the test suite (no network needed)
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+test: install  ## the test suite (no network needed), TEST_WORKERS processes
+	$(PYTEST)
 
 # Two busy loops compete for the cores while the suite runs; they are stopped however it ends.
 test-stress: install  ## the test suite on a busy machine (two CPU-bound processes alongside)
 	@$(BIN)/python -c "while True: pass" & hog1=$$!; \
 	$(BIN)/python -c "while True: pass" & hog2=$$!; \
 	trap 'kill $$hog1 $$hog2 2>/dev/null' INT TERM; \
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	$(PYTEST) $(PYTEST_ARGS); rc=$$?; \
 	kill $$hog1 $$hog2; exit $$rc
 
 test-fast: install  ## everything but the slow end-to-end tests
-	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install
 	$(BIN)/flake8 wbclf tests scripts
