@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from wbclf.reporting.stats import median_interval  # noqa: E402
 TRIAL_LINE = re.compile(r"\] (trial-\d+)\s+(\w+)\s.*\(([\d.]+)s\)\s*$")
 LRS = [1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2, 1.0e-1]
 
@@ -106,6 +108,9 @@ def sweep_frozen(quick: bool) -> dict[str, Any]:
         "cached_wall_over_fit": _mean(reused, "wall_s") / _mean(reused, "fit_s"),
         "uncached_trial_s": _mean(recomputed, "wall_s"),
         "sweep_frozen_trial_speedup": _mean(recomputed, "wall_s") / _mean(reused, "wall_s"),
+        # the same grid point's uncached / cached trial, per point: how sure the ratio is
+        "sweep_frozen_trial_speedup_interval": list(median_interval(
+            [u["wall_s"] / c["wall_s"] for u, c in zip(recomputed, reused, strict=True)])),
         "feature_build_trial_s": cached[0]["wall_s"],
         "trial_overhead_s": _mean(scratch_trials[1:], "overhead_s"),
         "scratch_trial_s": _mean(scratch_trials[1:], "wall_s"),

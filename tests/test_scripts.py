@@ -40,3 +40,22 @@ def test_benchmark_loop_case_reports_json(tmp_path):
 def test_demo_script_describes_itself():
     result = _script("scripts/demo.py", "--help")
     assert result.returncode == 0 and "--epochs" in result.stdout and "--out" in result.stdout
+
+
+def test_a_benchmark_target_is_judged_by_the_interval_not_the_figure(monkeypatch):
+    """A ratio whose interval straddles its target is 'unsure', whichever side its median
+    fell on; met and not met need the whole interval on one side."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "benchmark", bench)  # its dataclasses look it up there
+    spec.loader.exec_module(bench)
+
+    noisy = bench.ratio_interval([12.0, 8.0, 11.0], [1.0, 1.0, 1.0])  # ratios 8, 11, 12
+    assert noisy == [8.0, 12.0, 0.75]
+    assert bench.target_verdict(noisy, 11.0, 10.0) == "unsure"
+    assert bench.target_verdict(noisy, 11.0, 7.5) is True
+    assert bench.target_verdict(noisy, 11.0, 12.5) is False
+    assert bench.target_verdict(None, 11.0, 10.0) is True  # no repeats: the figure alone
+    assert bench.target_verdict(None, None, 10.0) is None  # the case did not run
