@@ -100,7 +100,6 @@ def frozen_study(quick: bool, *, augment: str = "none", dataset: str = "toy-lesi
     """
     from wbclf.config import build_config
     from wbclf.data.datasets import prepare_data
-    from wbclf.reporting.stats import median_interval
 
     settings = _settings(quick)
     with tempfile.TemporaryDirectory(prefix="wbclf-bench-frozen-") as tmp, \
@@ -156,10 +155,6 @@ def frozen_study(quick: bool, *, augment: str = "none", dataset: str = "toy-lesi
         "frozen_study_fit_speedup": recompute_fit / cached_fit,
         "pair_speedups": [b["wall_s"] / a["wall_s"]
                           for a, b in zip(trials["cached"], trials["recompute"])],
-        # how sure: where the median head configuration's ratio lies (the first, which
-        # builds the features, included); the study's ratio is judged against it
-        "frozen_study_speedup_interval": list(median_interval(
-            [b["wall_s"] / a["wall_s"] for a, b in zip(trials["cached"], trials["recompute"])])),
         "feature_build_s": total("cached", "feature_build_s"),
         "backbone_images_cached": total("cached", "backbone_images"),
         "val_acc_max_abs_diff": acc_gap,
