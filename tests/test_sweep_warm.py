@@ -3,6 +3,7 @@ own process (kill, cores, environment), with the metrics of a cold trial."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -98,9 +99,20 @@ from wbclf.cli import main
 
 preload()
 import gc
+import importlib.metadata
 print("FROZEN", gc.get_freeze_count() > 100_000)  # the imports, out of the collector's way
+listing, reads = importlib.metadata.distributions, []
+
+
+def counted(*args, **kwargs):  # the listings wandb makes for the run's requirements.txt
+    reads.append(sys._getframe(1).f_code.co_filename.endswith("wandb/util.py"))
+    return listing(*args, **kwargs)
+
+
+importlib.metadata.distributions = counted
 before = set(sys.modules)
 code = main(["train", *sys.argv[1:]])
+print("PACKAGE_LISTINGS", sum(reads))  # read by the worker, once
 heavy = ("wandb", "opentelemetry", "requests", "torch", "timm", "torchvision", "matplotlib",
          "albumentations", "cv2", "PIL", "scipy", "numpy")
 late = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy)
@@ -121,7 +133,32 @@ def test_a_warm_trial_imports_no_heavy_module_itself(tmp_path, toy_lesions):
                                                     "WANDB_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "FROZEN True" in done.stdout.splitlines()
+    assert "PACKAGE_LISTINGS 0" in done.stdout.splitlines()
     assert done.stdout.splitlines()[-1] == "LATE [] 0"
+    # ... and the run's requirements.txt lists what is installed, as a cold run's does
+    (listed,) = tmp_path.glob("*/wandb/offline-run-*/files/requirements.txt")
+    installed = {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()}
+    assert set(listed.read_text().split()) == installed
+
+
+def test_the_package_list_is_read_once_and_then_remembered(monkeypatch):
+    """remember_installed_packages: wandb's working_set answers from the list read then,
+    without reading a metadata file again; a second call changes nothing."""
+    import wandb.util
+
+    from wbclf.sweeps.warm import remember_installed_packages
+
+    monkeypatch.setattr(wandb.util, "working_set", wandb.util.working_set)  # put back after
+    fresh = [(p.key, p.version) for p in wandb.util.working_set()]
+    assert remember_installed_packages() == len(fresh) > 0
+    monkeypatch.setattr(importlib.metadata, "distributions", _no_more_reading)
+    assert [(p.key, p.version) for p in wandb.util.working_set()] == fresh
+    assert [(p.key, p.version) for p in wandb.util.working_set()] == fresh  # not used up
+    assert remember_installed_packages() == 0
+
+
+def _no_more_reading(*args, **kwargs):
+    raise AssertionError("the package metadata was read again")
 
 
 def _parent_and_cores(pid: int) -> tuple[int, str]:

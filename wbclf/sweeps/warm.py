@@ -28,7 +28,7 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -331,6 +331,7 @@ def preload() -> None:
     from PIL import Image
 
     Image.preinit()  # the image format plugins PIL would otherwise load in every trial
+    remember_installed_packages()
     models = [m for m in os.environ.get(MODELS_ENV, "").split(",") if m]
     seeds = [int(x) for x in os.environ.get(SEEDS_ENV, "").split(",") if x.strip().isdigit()]
     try:  # the packaged weights of the sweep's models: read and checked once, not per trial
@@ -356,6 +357,33 @@ def preload() -> None:
     # does not write to, hence copy, the memory pages it shares with the worker).
     gc.collect()
     gc.freeze()
+
+
+def remember_installed_packages() -> int:
+    """Read the installed packages' names and versions once, for every trial's W&B run.
+
+    ``wandb.init`` lists the installed packages for the run's ``requirements.txt`` by reading
+    every package's metadata file (0.12-0.15 s with wbclf's 130 packages), in every trial. The
+    worker reads them once and wandb's ``working_set`` then returns that list here and in the
+    trials forked from here: the packages are the same (a trial runs the worker's imported
+    code, whatever is installed later). A wandb without ``working_set`` is left as it is.
+    Returns how many packages were read (0 when wandb is missing or left alone).
+    """
+    try:
+        import wandb.util
+    except ImportError:
+        return 0
+    read = getattr(wandb.util, "working_set", None)
+    if not callable(read) or getattr(read, "remembered", False):
+        return 0
+    packages = tuple(read())
+
+    def working_set() -> Iterator[Any]:
+        return iter(packages)
+
+    working_set.remembered = True  # type: ignore[attr-defined]
+    wandb.util.working_set = working_set
+    return len(packages)
 
 
 def _own_temp_dirs() -> None:
