@@ -111,9 +111,14 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def repeat_ratios(top: list[float], bottom: list[float]) -> list[float]:
+    """``top[i] / bottom[i]`` for each repeat i (both sides timed in the same round)."""
+    return [a / b for a, b in zip(top, bottom, strict=True)]
+
+
 def paired_ratio(top: list[float], bottom: list[float]) -> float:
     """Median of the per-repeat ratios: robust to load that drifts during the run."""
-    return median([a / b for a, b in zip(top, bottom, strict=True)])
+    return median(repeat_ratios(top, bottom))
 
 
 def ratio_interval(top: list[float], bottom: list[float]) -> list[float]:
@@ -121,7 +126,7 @@ def ratio_interval(top: list[float], bottom: list[float]) -> list[float]:
     (:func:`wbclf.reporting.stats.median_interval`); a target is judged against it."""
     from wbclf.reporting.stats import median_interval
 
-    return list(median_interval([a / b for a, b in zip(top, bottom, strict=True)]))
+    return list(median_interval(repeat_ratios(top, bottom)))
 
 
 def target_verdict(interval: list[float] | None, value: Any, target: float) -> bool | str | None:

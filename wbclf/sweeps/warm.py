@@ -363,7 +363,8 @@ def remember_installed_packages() -> int:
     """Read the installed packages' names and versions once, for every trial's W&B run.
 
     ``wandb.init`` lists the installed packages for the run's ``requirements.txt`` by reading
-    every package's metadata file (0.12-0.15 s with wbclf's 130 packages), in every trial. The
+    every package's metadata file (130 with wbclf's dev extra: 0.075 s in a warm trial, 0.12-
+    0.15 s in a fresh process), in every trial. The
     worker reads them once and wandb's ``working_set`` then returns that list here and in the
     trials forked from here: the packages are the same (a trial runs the worker's imported
     code, whatever is installed later). A wandb without ``working_set`` is left as it is.
