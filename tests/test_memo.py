@@ -62,9 +62,10 @@ def test_the_model_digest_sees_what_the_module_tree_does_not_print():
     assert model_digest(Tokens(4)) != model_digest(Tokens(4).half())
 
 
-def test_the_model_digest_leaves_dropout_rates_out():
-    """In eval mode a dropout layer passes its input through: a head study's dropout values
-    share one speed measurement; a layer more or another width does not."""
+def test_the_model_digest_leaves_dropout_layers_out():
+    """In eval mode a dropout layer passes its input through: a head study's dropout values,
+    0 (a bare Linear head) included, share one speed measurement; a layer more, another
+    width or another setting of a layer that computes does not."""
     from timm.layers import DropPath
     from torch import nn
 
@@ -72,8 +73,15 @@ def test_the_model_digest_leaves_dropout_rates_out():
 
     assert model_digest(build_head(16, 2, hidden=8, dropout=0.0)) \
         == model_digest(build_head(16, 2, hidden=8, dropout=0.3))
-    assert model_digest(nn.Sequential(nn.Dropout2d(0.1), DropPath(0.1))) \
-        == model_digest(nn.Sequential(nn.Dropout2d(p=0.5), DropPath(0.2)))
-    assert model_digest(build_head(16, 2)) != model_digest(build_head(16, 2, dropout=0.3))
+    assert model_digest(nn.Sequential(nn.Linear(4, 4), nn.Dropout2d(0.1), DropPath(0.1))) \
+        == model_digest(nn.Sequential(nn.Linear(4, 4), nn.Dropout2d(p=0.5), DropPath(0.2)))
+    # Linear against Sequential(Dropout, Linear): the same computation in eval mode
+    assert isinstance(build_head(16, 2), nn.Linear)
+    assert model_digest(build_head(16, 2)) == model_digest(build_head(16, 2, dropout=0.3))
+    in_place = nn.Sequential(nn.Dropout(0.1, inplace=True), nn.Identity(), nn.Linear(4, 4))
+    assert model_digest(nn.Linear(4, 4)) == model_digest(in_place)
     assert model_digest(build_head(16, 2, hidden=8)) != model_digest(build_head(16, 2, hidden=9))
-    assert model_digest(nn.Dropout(0.1)) != model_digest(nn.Dropout(0.1, inplace=True))
+    assert model_digest(build_head(16, 2)) != model_digest(build_head(16, 2, hidden=8))
+    assert model_digest(nn.Linear(4, 4)) != model_digest(nn.Linear(4, 4, bias=False))
+    assert model_digest(nn.Linear(4, 4)) != model_digest(nn.Sequential(nn.Linear(4, 4),
+                                                                       nn.ReLU()))

@@ -80,6 +80,10 @@ def test_speed_is_measured_once_per_model_and_setting(tmp_path, monkeypatch):
     wider = create_model("scratch", 2, build_config({"width": 8, "depth": 2}))
     model_speed(wider, 32, hw, cache_dir=str(tmp_path))
     assert len(measured) == 3
+    # a dropout head (Sequential(Dropout, Linear)) runs as the bare Linear in eval mode
+    dropout = create_model("scratch", 2, build_config({"width": 4, "depth": 2, "dropout": 0.3}))
+    assert model_speed(dropout, 32, hw, cache_dir=str(tmp_path))["model/speed_reused"] is True
+    assert len(measured) == 3
 
 
 def test_report_names_the_pareto_optimal_runs(tmp_path):

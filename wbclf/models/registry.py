@@ -191,23 +191,48 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 FLOPS_METHOD = 1  # bump when count_flops changes what it counts: remembered counts expire
 
 
-# How dropout layers print their rate (torch's Dropout family, timm's DropPath / DropBlock)
-_DROP_RATE = re.compile(r"\b((?:\w*Dropout\w*|DropPath|DropBlock\w*)\((?:p|drop_prob)=)[^,)]*")
+# Layers that pass their input through in eval mode: torch's Dropout family (any rate,
+# in place or not), timm's DropPath / DropBlock, and Identity.
+_EVAL_IDENTITY = re.compile(r"\w*Dropout\w*|DropPath|DropBlock\w*|Identity")
+
+
+def _passes_through(module: nn.Module) -> bool:
+    return not module._parameters and not module._buffers and not module._modules \
+        and _EVAL_IDENTITY.fullmatch(type(module).__name__) is not None
+
+
+def _eval_layers(module: nn.Module, path: str) -> Iterator[str]:
+    """One line per layer that computes in eval mode: its path, class, settings, and its own
+    parameters' and buffers' names, shapes and dtypes. Pass-through layers are left out, and
+    a ``Sequential`` left with one layer is that layer (``Sequential(Dropout, Linear)`` runs
+    as the ``Linear``)."""
+    children = [(name, child) for name, child in module.named_children()
+                if not _passes_through(child)]
+    if isinstance(module, nn.Sequential) and len(children) == 1:
+        yield from _eval_layers(children[0][1], path)
+        return
+    kind = type(module)
+    yield f"{path} {kind.__module__}.{kind.__qualname__}({module.extra_repr()})"
+    own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    for name, tensor in own:
+        yield f"{path}.{name}:{tuple(tensor.shape)}:{tensor.dtype}"
+    for name, child in children:
+        yield from _eval_layers(child, f"{path}.{name}")
 
 
 def model_digest(model: nn.Module) -> str:
-    """A digest of a model's architecture as it runs in eval mode: its class, module tree
-    (layers with their settings) and every parameter's and buffer's name, shape and dtype.
+    """A digest of a model's architecture as it runs in eval mode: every layer that computes
+    (its class and settings) and every parameter's and buffer's name, shape and dtype.
 
-    Dropout rates are left out: in eval mode every dropout layer passes its input through,
-    so models that differ only there have the same speed and FLOPs (what the digest keys).
+    Dropout layers are left out, whatever their rate: in eval mode they pass their input
+    through, so models that differ only there (a head with dropout 0 or 0.3) have the same
+    speed and FLOPs, which the digest keys.
     """
     import hashlib
 
-    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
-    h.update(_DROP_RATE.sub(r"\1*", repr(model)).encode())
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        h.update(f"\n{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+    h = hashlib.sha256(b"eval-layers-1")
+    for line in _eval_layers(model, ""):
+        h.update(f"\n{line}".encode())
     return h.hexdigest()[:24]
 
 
