@@ -148,3 +148,15 @@ def test_tree_searches_match_brute_force_at_the_threshold():
     distance = 1.0 - both @ both.T
     rows, cols = np.nonzero(np.triu(distance <= DEFAULT_THRESHOLD, k=1))
     assert {(p.a, p.b) for p in near_pairs(both)} == set(zip(rows.tolist(), cols.tolist()))
+
+
+def test_the_cli_names_the_audit_threshold_it_uses():
+    """`wbclf data audit --help` gives the default the audit applies (it said 0.02 while the
+    audit used 0.005)."""
+    from wbclf import cli
+    from wbclf.data.dedup import DEFAULT_THRESHOLD
+
+    assert cli.AUDIT_THRESHOLD == DEFAULT_THRESHOLD
+    audit = cli._data_parser()._subparsers._group_actions[0].choices["audit"]
+    threshold = next(a for a in audit._actions if "--threshold" in a.option_strings)
+    assert f"(default {DEFAULT_THRESHOLD})" in threshold.help

@@ -15,6 +15,10 @@ from collections.abc import Sequence
 
 from wbclf.errors import exit_code_for, fail
 
+# wbclf.data.dedup.DEFAULT_THRESHOLD, written here so that `wbclf --help` does not import numpy
+# (tests/test_audit.py checks the two agree)
+AUDIT_THRESHOLD = 0.005
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 USAGE = """usage: wbclf COMMAND ...
@@ -78,7 +82,7 @@ def _data_parser() -> argparse.ArgumentParser:
     audit.add_argument("dataset")
     audit.add_argument("--json", action="store_true")
     audit.add_argument("--threshold", type=float, default=None,
-                       help="max fingerprint distance of a pair (default 0.02)")
+                       help=f"max fingerprint distance of a pair (default {AUDIT_THRESHOLD})")
     audit.add_argument("--sheet", default="audit_pairs.png",
                        help="contact sheet of the worst pairs (PNG)")
     audit.add_argument("--val-fraction", type=float, default=0.15)
