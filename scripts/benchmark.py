@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Side-by-side speed measurements of wbclf's data path and training loop (issue #7).
 
-    python scripts/benchmark.py --quick --json   # every CPU case; under 5 min on 2 cores,
-                                                 # plus sweep_frozen: real `wbclf sweep` runs
+    python scripts/benchmark.py --quick --json   # every CPU case, sweep_frozen's real
+                                                 # `wbclf sweep` runs included: ~6 min on 2 cores
     python scripts/benchmark.py                  # more repeats, whole epochs, a table
     python scripts/benchmark.py --cases gpu      # the CUDA case alone (skipped without CUDA)
 
