@@ -122,6 +122,21 @@ def test_imports_flow_down_the_floors():
     assert upward == []
 
 
+def part(module: str) -> str:
+    """The folder a module belongs to (``ground`` for the top-level modules)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or parts[-1] in FLOORS else "ground"
+
+
+def test_parts_on_one_floor_do_not_import_each_other():
+    """data and models share floor 1, training, inference, sweeps and reporting floor 3: each
+    imports the floors below and its own part, never a neighbour (the ground floor's modules
+    may import each other)."""
+    sideways = [f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
+                if floor(a) == floor(b) and part(a) != part(b) and part(a) != "ground"]
+    assert sideways == []
+
+
 def test_each_part_is_a_folder():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(top) <= 8, top

@@ -88,7 +88,9 @@ class RunConfig:
     weight_decay: float = _field(1.0e-4, "decoupled weight decay (not on norms and biases)")
     scheduler: str = _field("cosine", "learning-rate schedule over all steps",
                             "cosine", "onecycle", "step", "none")
-    warmup_epochs: int = _field(0, "epochs of linear warm-up from 0 to lr")
+    warmup_epochs: int = _field(0, "epochs of linear warm-up to lr (from lr / warm-up "
+                                "steps); onecycle has its own (30% of the steps) and "
+                                "ignores this")
     epochs: int = _field(10, "training epochs")
     batch_size: int = _field(64, "images per training step")
     label_smoothing: float = _field(0.0, "cross-entropy label smoothing (0 = off)")
@@ -98,7 +100,7 @@ class RunConfig:
     augment: str = _field("light", "training augmentation: a preset or an albumentations "
                           "pipeline file (.yaml/.json)", *AUGMENT_PRESETS, AUGMENT_FILE)
     val_fraction: float = _field(0.15, "share of train carved out as val when the dataset has "
-                                 "no val split")
+                                 "no val split (and first as test when it has no test split)")
     limit_per_class: int = _field(0, "keep at most N images per class and split (0 = all)")
     train_size: float = _field(1.0, "training images: a fraction of each class (0 < x <= 1) or "
                                "N per class (x > 1); nested across sizes for a seed; val and "
@@ -106,7 +108,7 @@ class RunConfig:
     early_stopping: int = _field(0, "stop after N epochs without a better val/acc (0 = off)")
     seed: int = _field(0, "seeds the val carve, initialization, augmentation and batch order")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = _field("auto", "auto = bf16 autocast on CUDA, fp32 elsewhere",
+    precision: str = _field("auto", "auto = bf16 autocast on CUDA that supports it, fp32 elsewhere",
                             "auto", "32", "bf16", "16")
     compile: bool = _field(False, "torch.compile the model (CUDA only; ignored on CPU)")
     num_workers: str = _field("auto", "data-loading worker processes: auto or a count")
@@ -114,7 +116,8 @@ class RunConfig:
                                 "(frozen: also cache backbone features)")
     test_dedup: bool = _field(False, "drop test images that near-duplicate a train or val image "
                               "(as `wbclf data audit` finds them) before evaluation")
-    log_samples: int = _field(32, "sample predictions logged per evaluation (0 = none)")
+    log_samples: int = _field(32, "val sample predictions logged every epochs/4 epochs, at the "
+                          "last and for the best model (0 = none)")
     calibrate: bool = _field(False, "temperature scaling: fit a softmax temperature on val "
                              "after training; ECE is reported before and after")
     wandb_mode: str = _field("auto", "auto = online when logged in, else offline",
