@@ -77,3 +77,41 @@ def test_run_writes_predictions_intervals_and_calibration(toy_lesions, tmp_path)
     assert table["columns"] == ["path", "label", "pred", "p/Benign", "p/Malignant"]
     assert len(table["data"]) == n
     assert [row[0] for row in table["data"]] == test.paths
+
+
+@pytest.mark.slow
+def test_the_best_model_passes_over_each_split_once(toy_lesions, tmp_path, monkeypatch):
+    """The final evaluation reads val at the argmax, calibrated and at the chosen threshold,
+    and test uncalibrated and at the threshold: one model pass per split serves them all, and
+    the summary is the one that a fresh pass for every evaluation gives."""
+    from wbclf.training.plans.image import ImagePlan
+    from wbclf.training.run import Run
+
+    passes: list[str] = []
+    evaluate = ImagePlan.evaluate
+
+    def counted(self, split, **kwargs):
+        passes.append(split)
+        return evaluate(self, split, **kwargs)
+
+    monkeypatch.setattr(ImagePlan, "evaluate", counted)
+    kept = train_run(_cfg(toy_lesions, tmp_path, run_name="kept", calibrate=True))
+    # two epochs validate (a pass each), then the best model: val once, test once
+    assert passes == ["val", "val", "val", "test"]
+
+    # every evaluation computed afresh, as before the outputs were kept
+    split_evaluation = Run.evaluate_split
+
+    def afresh(self, split, threshold=None, **kwargs):
+        if self._best_outputs is not None:
+            self._best_outputs.clear()
+        return split_evaluation(self, split, threshold, **kwargs)
+
+    monkeypatch.setattr(Run, "evaluate_split", afresh)
+    passes.clear()
+    fresh = train_run(_cfg(toy_lesions, tmp_path, run_name="fresh", calibrate=True))
+    assert passes == ["val", "val", "val", "test", "val", "val", "test"]
+    varies = ("time/", "model/latency_ms", "model/throughput", "model/speed_reused",
+              "train/time_s", "train/images_per_s", "run_dir", "run_name")
+    same = {k: v for k, v in kept.items() if not k.startswith(varies)}
+    assert same == {k: v for k, v in fresh.items() if not k.startswith(varies)}

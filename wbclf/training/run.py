@@ -123,6 +123,8 @@ class Run:
             if self.hw.autocast_dtype == torch.float16 else None
         self.state = FitState()
         self.temperature: float | None = None  # set by final_summary when calibrate=true
+        # split -> (loss, labels, probs) of the best model, while final_summary evaluates it
+        self._best_outputs: dict[str, tuple[float, np.ndarray, np.ndarray]] | None = None
         val_labels = self.data.labels("val")
         self.sample_rows = pick_sample_indices(val_labels, cfg.log_samples, cfg.seed)
 
@@ -194,10 +196,19 @@ class Run:
 
     def evaluate_split(self, split: str, threshold: float | None = None, *,
                        epoch: int | None = None) -> Evaluation:
-        start = time.perf_counter()
-        loss, labels, probs = self.plan.evaluate(split, criterion=self.criterion,
-                                                 normalizer=self.normalizer)
-        self.eval_s += time.perf_counter() - start
+        kept = self._best_outputs
+        if kept is not None and split in kept:
+            # the model has not changed: another threshold or temperature needs no new pass
+            loss, labels, probs = kept[split]
+        else:
+            start = time.perf_counter()
+            loss, labels, probs = self.plan.evaluate(split, criterion=self.criterion,
+                                                     normalizer=self.normalizer)
+            self.eval_s += time.perf_counter() - start
+            if kept is not None:
+                for shared in (labels, probs):  # later evaluations share them: never edited
+                    shared.setflags(write=False)
+                kept[split] = (loss, labels, probs)
         if not (np.isfinite(loss) and np.isfinite(probs).all()):
             # finite training loss, yet weights so large that the logits overflow
             lr = current_lrs(self.optimizer).get("lr", float("nan"))
@@ -269,6 +280,15 @@ class Run:
     def final_summary(self) -> dict[str, Any]:
         best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.hw.device)
         self.plan.load_model_state(best["model"])
+        # The best model stays as loaded from here on: each split passes through it once
+        # (val at the argmax, at the threshold and calibrated share one pass; test likewise).
+        self._best_outputs = {}
+        try:
+            return self._final_summary()
+        finally:
+            self._best_outputs = None
+
+    def _final_summary(self) -> dict[str, Any]:
         binary = len(self.data.classes) == 2
         final_eval_start = self.eval_s
         val = self.evaluate_split("val")
