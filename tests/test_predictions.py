@@ -79,13 +79,9 @@ def test_run_writes_predictions_intervals_and_calibration(toy_lesions, tmp_path)
     assert [row[0] for row in table["data"]] == test.paths
 
 
-@pytest.mark.slow
-def test_the_best_model_passes_over_each_split_once(toy_lesions, tmp_path, monkeypatch):
-    """The final evaluation reads val at the argmax, calibrated and at the chosen threshold,
-    and test uncalibrated and at the threshold: one model pass per split serves them all, and
-    the summary is the one that a fresh pass for every evaluation gives."""
+def _count_passes(monkeypatch) -> list[str]:
+    """The splits the model is passed over, in order (the real evaluation still runs)."""
     from wbclf.training.plans.image import ImagePlan
-    from wbclf.training.run import Run
 
     passes: list[str] = []
     evaluate = ImagePlan.evaluate
@@ -95,9 +91,24 @@ def test_the_best_model_passes_over_each_split_once(toy_lesions, tmp_path, monke
         return evaluate(self, split, **kwargs)
 
     monkeypatch.setattr(ImagePlan, "evaluate", counted)
-    kept = train_run(_cfg(toy_lesions, tmp_path, run_name="kept", calibrate=True))
-    # two epochs validate (a pass each), then the best model: val once, test once
-    assert passes == ["val", "val", "val", "test"]
+    return passes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("epochs", "lr"), [(1, 1e-3), (2, 0.1)])
+def test_the_best_model_passes_over_each_split_once(toy_lesions, tmp_path, monkeypatch, epochs,
+                                                    lr):
+    """The final evaluation reads val at the argmax, calibrated and at the chosen threshold,
+    and test uncalibrated and at the threshold: one model pass per split serves them all, and
+    none for val when the best epoch is the last one validated (its pass ran on the weights
+    best.pt holds). The summary is the one that a fresh pass for every evaluation gives."""
+    from wbclf.training.run import Run
+
+    passes = _count_passes(monkeypatch)
+    kept = train_run(_cfg(toy_lesions, tmp_path, run_name="kept", calibrate=True,
+                          epochs=epochs, lr=lr))
+    final = ["test"] if kept["best_epoch"] == epochs else ["val", "test"]
+    assert passes == ["val"] * epochs + final
 
     # every evaluation computed afresh, as before the outputs were kept
     split_evaluation = Run.evaluate_split
@@ -109,9 +120,13 @@ def test_the_best_model_passes_over_each_split_once(toy_lesions, tmp_path, monke
 
     monkeypatch.setattr(Run, "evaluate_split", afresh)
     passes.clear()
-    fresh = train_run(_cfg(toy_lesions, tmp_path, run_name="fresh", calibrate=True))
-    assert passes == ["val", "val", "val", "test", "val", "val", "test"]
+    fresh = train_run(_cfg(toy_lesions, tmp_path, run_name="fresh", calibrate=True,
+                           epochs=epochs, lr=lr))
+    assert passes == ["val"] * epochs + ["val", "test", "val", "val", "test"]
     varies = ("time/", "model/latency_ms", "model/throughput", "model/speed_reused",
               "train/time_s", "train/images_per_s", "run_dir", "run_name")
     same = {k: v for k, v in kept.items() if not k.startswith(varies)}
     assert same == {k: v for k, v in fresh.items() if not k.startswith(varies)}
+    # both cases happen: one epoch is its own best (val's pass reused); lr 0.1 overshoots
+    # after the first epoch, so the best model is an earlier one and val passes again
+    assert kept["best_epoch"] == 1

@@ -125,6 +125,8 @@ class Run:
         self.temperature: float | None = None  # set by final_summary when calibrate=true
         # split -> (loss, labels, probs) of the best model, while final_summary evaluates it
         self._best_outputs: dict[str, tuple[float, np.ndarray, np.ndarray]] | None = None
+        self._last_val: Evaluation | None = None  # the latest epoch's val pass, and its epoch
+        self._last_val_epoch = 0
         val_labels = self.data.labels("val")
         self.sample_rows = pick_sample_indices(val_labels, cfg.log_samples, cfg.seed)
 
@@ -206,9 +208,7 @@ class Run:
                                                      normalizer=self.normalizer)
             self.eval_s += time.perf_counter() - start
             if kept is not None:
-                for shared in (labels, probs):  # later evaluations share them: never edited
-                    shared.setflags(write=False)
-                kept[split] = (loss, labels, probs)
+                kept[split] = _shared(loss, labels, probs)
         if not (np.isfinite(loss) and np.isfinite(probs).all()):
             # finite training loss, yet weights so large that the logits overflow
             lr = current_lrs(self.optimizer).get("lr", float("nan"))
@@ -226,7 +226,7 @@ class Run:
     def validate(self, epoch: int) -> dict[str, float]:
         before = self.eval_s
         ev = self.evaluate_split("val", epoch=epoch)
-        self._last_val = ev
+        self._last_val, self._last_val_epoch = ev, epoch
         figures = M.prefixed(_overall(ev.metrics), "val/")
         figures["val/time_s"] = self.eval_s - before  # kept in the history: resumes add up
         return figures
@@ -283,6 +283,11 @@ class Run:
         # The best model stays as loaded from here on: each split passes through it once
         # (val at the argmax, at the threshold and calibrated share one pass; test likewise).
         self._best_outputs = {}
+        last = self._last_val
+        if last is not None and self._last_val_epoch == self.state.best_epoch:
+            # The best epoch was the last one validated in this process: the weights just
+            # loaded are the ones that pass ran (best.pt is written after it), in eval mode.
+            self._best_outputs["val"] = _shared(last.loss, last.labels, last.probs)
         try:
             return self._final_summary()
         finally:
@@ -390,6 +395,14 @@ def cam_epoch(epochs: int) -> int:
     middle of the run (samples are logged every ``max(1, epochs // 4)`` epochs)."""
     every = max(1, epochs // 4)
     return max(every, (epochs // 2) // every * every)
+
+
+def _shared(loss: float, labels: np.ndarray, probs: np.ndarray
+            ) -> tuple[float, np.ndarray, np.ndarray]:
+    """A split's outputs, made read-only: several evaluations share the same arrays."""
+    for array in (labels, probs):
+        array.setflags(write=False)
+    return loss, labels, probs
 
 
 def _overall(metrics: dict[str, float]) -> dict[str, float]:
