@@ -302,3 +302,72 @@ def test_the_worker_reads_the_sweeps_packaged_weights_once(models, expected, tmp
         assert f"{MODELS_ENV}={models}".encode() in environ
     finally:
         worker.close()
+
+
+def _spy_on_spawn(monkeypatch) -> list[WarmWorker]:
+    """The workers the sweep spawns (the real ones, recorded)."""
+    spawned: list[WarmWorker] = []
+    spawn = WarmWorker.spawn.__func__
+
+    def recorded(cls, *args, **kwargs):
+        spawned.append(spawn(cls, *args, **kwargs))
+        return spawned[-1]
+
+    monkeypatch.setattr(WarmWorker, "spawn", classmethod(recorded))
+    return spawned
+
+
+def _during_preflight(monkeypatch, spawned: list[WarmWorker]) -> list[list[bool]]:
+    """For each pre-flight check: whether each spawned worker was running during it."""
+    from wbclf.sweeps import main as sweep_main
+
+    seen: list[list[bool]] = []
+    preflight = sweep_main.run_preflight
+
+    def checked(spec):
+        seen.append([worker.proc.poll() is None for worker in spawned])
+        return preflight(spec)
+
+    monkeypatch.setattr(sweep_main, "run_preflight", checked)
+    return seen
+
+
+def test_the_worker_imports_while_the_preflight_runs_and_ends_with_a_failed_one(
+        tmp_path, monkeypatch):
+    """Started before the inputs are checked (both take seconds, on two cores), the worker
+    is ended when the check fails, and the output folder it logged into is removed: a sweep
+    with a missing input still leaves nothing behind."""
+    from wbclf.sweeps.main import main
+
+    monkeypatch.chdir(REPO)
+    spawned = _spy_on_spawn(monkeypatch)
+    seen = _during_preflight(monkeypatch, spawned)
+    sweep = write_sweep(tmp_path, "missing", {"dataset": {"value": str(tmp_path / "nowhere")}})
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out)]) == 2
+    assert seen == [[True]]  # one worker, already importing while the check ran
+    assert spawned[0].proc.returncode is not None  # and ended with it
+    assert not out.exists()
+
+
+def test_the_worker_started_before_the_preflight_runs_the_trials(tmp_path, monkeypatch,
+                                                                   toy_lesions):
+    """The runner adopts the worker that imported during the check: one worker for the
+    sweep, its trials forked from it."""
+    from wbclf.sweeps.main import main
+
+    monkeypatch.chdir(REPO)
+    spawned = _spy_on_spawn(monkeypatch)
+    seen = _during_preflight(monkeypatch, spawned)
+    sweep = write_sweep(tmp_path, "early", {"lr": {"values": [1.0e-3, 1.0e-2]}})
+    out = tmp_path / "out"
+    code = main([str(sweep), "--out", str(out), "--set", f"dataset={toy_lesions}",
+                 "--set", "epochs=1", "--set", "image_size=32", "--set", "limit_per_class=20",
+                 "--set", "width=8", "--set", "log_samples=0", "--set", "num_workers=0",
+                 "--set", "wandb_mode=disabled"])
+    assert code == 0
+    assert seen == [[True]] and len(spawned) == 1
+    runs = run_dirs(out)
+    assert len(runs) == 2 and {s["status"] for s in runs.values()} == {"finished"}
+    assert all("warm start" in (out / "logs" / f"{name}.log").read_text() for name in runs)
+    assert spawned[0].proc.returncode is not None  # closed at the end of the sweep

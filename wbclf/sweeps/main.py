@@ -85,18 +85,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {notice}")
     if args.dry_run:
         return dry_run(spec, **setup)
-    missing = run_preflight(spec)
-    if missing and not args.skip_missing:
-        return fail(preflight_message(spec, missing))
+    from wbclf.sweeps.prestart import Prestarted
+
     try:
+        check_out_dir(spec, setup["out"], setup["url"], write=False)
+    except SweepError as err:
+        return fail(str(err))
+    # The warm worker imports on another core while the pre-flight checks the inputs.
+    prestarted = Prestarted.begin(spec, setup["program"], setup["out"])
+    try:
+        missing = run_preflight(spec)
+        if missing and not args.skip_missing:
+            return fail(preflight_message(spec, missing))
         check_out_dir(spec, setup["out"], setup["url"])
         return run_sweep(spec, workers=args.workers, count=args.count,
                          max_failures=args.max_failures, retry_failed=args.retry_failed,
-                         skip=missing, **setup)
+                         skip=missing, prestarted=prestarted, **setup)
     except SweepError as err:
         return fail(str(err))
     except StorageError as err:
         return fail(str(err))
+    finally:
+        if prestarted is not None:  # a no-op once the runner took them
+            prestarted.abort()
 
 
 def _setup(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -142,8 +153,9 @@ def sweep_record(spec: Any, url: str) -> dict[str, Any]:
     }
 
 
-def check_out_dir(spec: Any, out: Path, url: str) -> None:
-    """Refuse an output folder that belongs to another study; else write ``sweep.json``."""
+def check_out_dir(spec: Any, out: Path, url: str, *, write: bool = True) -> None:
+    """Refuse an output folder that belongs to another study; else write ``sweep.json``
+    (with ``write=False`` only the check)."""
     from wbclf.sweeps.schema import SweepError
 
     record = sweep_record(spec, url)
@@ -160,6 +172,8 @@ def check_out_dir(spec: Any, out: Path, url: str) -> None:
                     f"{record['study']} ({record['storage']}): the file, its --set values or "
                     "--storage changed; use the same ones, or another --out"])
         record["created"] = old.get("created")
+    if not write:
+        return
     out.mkdir(parents=True, exist_ok=True)
     record["created"] = record.get("created") or datetime.now(timezone.utc).isoformat()
     write_text_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
@@ -200,7 +214,7 @@ def _describe(spec: Any) -> str:
 
 def run_sweep(spec: Any, *, out: Path, url: str, program: str, workers: int,
               count: int | None, max_failures: int = 3, retry_failed: bool = False,
-              skip: list[Any] | None = None) -> int:
+              skip: list[Any] | None = None, prestarted: Any = None) -> int:
     from wbclf.sweeps.runner import SweepRunner
     from wbclf.sweeps.storage import redact
     from wbclf.sweeps.study import SweepStudy
@@ -218,7 +232,8 @@ def run_sweep(spec: Any, *, out: Path, url: str, program: str, workers: int,
     if spec.method != "grid" and spec.run_cap is None and count is None:
         print("  no run_cap and no --count: it runs until you stop it (Ctrl-C)", flush=True)
     runner = SweepRunner(spec, study, out_dir=out, program=program, workers=workers,
-                         count=count, max_failures=max_failures, skip=skip)
+                         count=count, max_failures=max_failures, skip=skip,
+                         prestarted=prestarted)
     code = runner.run()
     print(summary_line(spec, study, out), flush=True)
     return sweep_exit_code(code, [o.status for _, o in runner.results])

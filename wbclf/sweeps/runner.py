@@ -36,6 +36,8 @@ from wbclf.sweeps.command import (
     write_param_file,
 )
 from wbclf.sweeps.preflight import Missing, trial_inputs
+from wbclf.sweeps.prestart import (SERVICE_LOG, WORKER_LOG, Prestarted, listed_seeds,
+                                   uses_wandb)
 from wbclf.sweeps.spec import SweepSpec
 from wbclf.sweeps.space import pruner_settings
 from wbclf.sweeps.storage import HEARTBEAT_S
@@ -167,7 +169,8 @@ class SweepRunner:
 
     def __init__(self, spec: SweepSpec, study: SweepStudy, *, out_dir: Path, program: str,
                  workers: int = 1, count: int | None = None, quiet_bar: bool = False,
-                 max_failures: int = 3, skip: list[Missing] | None = None) -> None:
+                 max_failures: int = 3, skip: list[Missing] | None = None,
+                 prestarted: Prestarted | None = None) -> None:
         self.spec = spec
         self.study = study
         self.out = out_dir
@@ -187,6 +190,7 @@ class SweepRunner:
         self.warm: WarmWorker | None = None
         self._warm_tried = False
         self.shared_wandb: SharedService | None = None
+        self.prestarted = prestarted  # taken by the first warm trial, else ended by run()
 
     # ------------------------------------------------------------------ the loop
 
@@ -208,6 +212,8 @@ class SweepRunner:
             signal.signal(signal.SIGINT, previous_int)
             if self.bar is not None:
                 self.bar.close()
+            if self.prestarted is not None:  # no trial took them (nothing left to run)
+                self.prestarted.abort()
             if self.warm is not None:
                 self.warm.close()
             if self.shared_wandb is not None:  # after the trials: they finish their runs in it
@@ -216,38 +222,33 @@ class SweepRunner:
 
     def _open_warm(self, claim: Claim, argv: list[str]) -> None:
         """Start the warm worker trials fork from (see :mod:`.warm`) before the first trial
-        that can use it; trials start cold when it is off or fails. The shared W&B service
-        (:mod:`wbclf.tracking.wandb_service`) starts beside it, while it imports."""
+        that can use it, or adopt the one :mod:`.prestart` started; trials start cold when it
+        is off or fails. The shared W&B service (:mod:`wbclf.tracking.wandb_service`) starts
+        beside it, while it imports."""
         if self._warm_tried or not warm_enabled() or warm_program(argv) is None:
             return
         self._warm_tried = True
-        if self._uses_wandb():
+        worker, service = self.prestarted.take() if self.prestarted is not None else (None, None)
+        if uses_wandb(self.spec):
             try:
-                self.shared_wandb = SharedService.spawn(self.out / "logs" / "wandb-service.log")
+                self.shared_wandb = service or SharedService.spawn(self.out / SERVICE_LOG)
             except OSError as err:
                 self._say(f"warning: each trial starts its own W&B service ({err})")
         try:
-            self.warm = WarmWorker.open(self.out / "logs" / "warm-worker.log",
-                                        models=[str(m) for m in self.spec.choices("model")],
-                                        seeds=self._seeds())
+            worker = worker or WarmWorker.spawn(
+                self.out / WORKER_LOG, models=[str(m) for m in self.spec.choices("model")],
+                seeds=listed_seeds(self.spec))
+            self.warm = worker.ready()
         except (OSError, RuntimeError) as err:
+            if worker is not None:
+                worker.abort()
             self._say(f"warning: trials start cold: the warm trial worker failed ({err})")
         except KeyboardInterrupt:  # the claimed trial has no process yet: it runs next time
+            if worker is not None:
+                worker.abort()
             self._record(claim, Outcome("interrupted", error="the sweep was interrupted"),
                          seconds=0.0)
             raise
-
-    def _uses_wandb(self) -> bool:
-        """Whether a trial may log to W&B (``wandb_mode`` not ``disabled`` everywhere)."""
-        if os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
-            return False
-        modes = self.spec.field_values("wandb_mode") or []
-        return any(str(mode).strip().lower() != "disabled" for mode in modes)
-
-    def _seeds(self) -> list[int]:
-        """The seeds the trials run with, where the sweep lists them (else the default)."""
-        listed = self.spec.field_values("seed") or []
-        return [s for s in listed if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
 
     def _loop(self) -> None:
         exhausted = False

@@ -22,6 +22,7 @@ modules the worker holds, so it starts cold. ``WBCLF_WARM_TRIALS=0`` turns forki
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -97,11 +98,19 @@ class WarmWorker:
         self._next_id = 0
         self._replies: dict[int, dict[str, Any]] = {}
         self.alive = True
+        self._ready = False
 
     @classmethod
     def open(cls, log_path: Path, env: Mapping[str, str] | None = None,
              models: Sequence[str] = (), seeds: Sequence[int] = ()) -> WarmWorker:
-        """Start a worker and wait until it has imported everything (seconds, once).
+        """Start a worker and wait until it has imported everything (seconds, once)."""
+        return cls.spawn(log_path, env, models, seeds).ready()
+
+    @classmethod
+    def spawn(cls, log_path: Path, env: Mapping[str, str] | None = None,
+              models: Sequence[str] = (), seeds: Sequence[int] = ()) -> WarmWorker:
+        """Start a worker and return at once; it imports while the sweep goes on, and
+        :meth:`ready` waits for it.
 
         Its own output (import warnings, a crash) goes to ``log_path``. ``models``: the timm
         models the sweep's trials build, whose packaged weights the worker reads once;
@@ -116,12 +125,29 @@ class WarmWorker:
                                  MODELS_ENV: ",".join(models),
                                  SEEDS_ENV: ",".join(str(int(x)) for x in seeds)},
                 start_new_session=True, preexec_fn=_die_with_parent)
-        worker = cls(proc)
-        ready = worker._await(lambda msg: msg.get("event") == READY, what="start")
-        if ready.get("cuda_initialized"):  # a fork could not use it: never run trials so
-            worker.close()
-            raise RuntimeError("CUDA was initialized while importing")
-        return worker
+        return cls(proc)
+
+    def ready(self) -> WarmWorker:
+        """Wait until the worker has imported everything (once); RuntimeError if it died or
+        initialized CUDA (a fork could not use it)."""
+        if not self._ready:
+            ready = self._await(lambda msg: msg.get("event") == READY, what="start")
+            if ready.get("cuda_initialized"):  # never run trials so
+                self.close()
+                raise RuntimeError("CUDA was initialized while importing")
+            self._ready = True
+        return self
+
+    def abort(self) -> None:
+        """End a worker that will run no trial, at once (it may still be importing)."""
+        self.alive = False
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def start(self, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
               cpus: list[int] | None) -> WarmTrial | None:
