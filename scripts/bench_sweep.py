@@ -5,9 +5,11 @@ A small frozen-backbone study (EfficientNet-Lite0, packaged weights, a grid over
 W&B offline) runs twice with the real CLI in subprocesses, from an empty feature cache: with
 the feature cache (the first trial builds it and is left out of the means) and with
 ``--set cache_images=false`` (every trial runs the backbone on every batch). Each trial's wall
-time is the sweep's own figure (start of the trial's process to its exit); its fit time is the
-sum of its epochs' ``time_s``. A small scratch study gives ``trial_overhead_s``: what a trial
-costs beyond its epochs (start-up, data, model, final evaluation, figures, W&B).
+time is the sweep's own figure (start of the trial's process to its exit), read from the
+study, where the sweep records it unrounded (its printed line rounds to 0.1 s, 5 % of a
+cached trial); its fit time is the sum of its epochs' ``time_s``. A small scratch study gives
+``trial_overhead_s``: what a trial costs beyond its epochs (start-up, data, model, final
+evaluation, figures, W&B).
 
     python scripts/bench_sweep.py [--quick]     # JSON on stdout
 """
@@ -52,12 +54,14 @@ def run_sweep(sweep: Path, out: Path, *pins: str, env: dict[str, str]) -> list[d
     if done.returncode != 0:
         raise RuntimeError(f"wbclf sweep failed ({done.returncode}): {done.stdout[-1500:]}"
                            f"{done.stderr[-1500:]}")
+    recorded = recorded_seconds(out)
     trials = []
     for line in done.stdout.splitlines():
         match = TRIAL_LINE.search(line)
         if not match:
             continue
-        name, status, wall = match.group(1), match.group(2), float(match.group(3))
+        name, status = match.group(1), match.group(2)
+        wall = recorded.get(name, float(match.group(3)))
         rows = [json.loads(r) for r in (out / name / "metrics.jsonl").read_text().splitlines()]
         summary = json.loads((out / name / "summary.json").read_text())
         fit = sum(r["time_s"] for r in rows)
@@ -65,6 +69,18 @@ def run_sweep(sweep: Path, out: Path, *pins: str, env: dict[str, str]) -> list[d
                        "overhead_s": wall - fit, "val_acc": summary.get("val/acc"),
                        "feature_build_s": summary.get("features/build_s", 0.0)})
     return trials
+
+
+def recorded_seconds(out: Path) -> dict[str, float]:
+    """Run name -> the trial's wall time in seconds, as the sweep recorded it in its study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = json.loads((out / "sweep.json").read_text())["study"]
+    trials = optuna.load_study(study_name=study,
+                               storage=f"sqlite:///{out / 'study.db'}").get_trials(deepcopy=False)
+    return {t.user_attrs["run_name"]: float(t.user_attrs["seconds"]) for t in trials
+            if "run_name" in t.user_attrs and "seconds" in t.user_attrs}
 
 
 def _mean(trials: list[dict[str, Any]], key: str) -> float:

@@ -59,3 +59,24 @@ def test_a_benchmark_target_is_judged_by_the_interval_not_the_figure(monkeypatch
     assert bench.target_verdict(noisy, 11.0, 12.5) is False
     assert bench.target_verdict(None, 11.0, 10.0) is True  # no repeats: the figure alone
     assert bench.target_verdict(None, None, 10.0) is None  # the case did not run
+
+
+@pytest.mark.slow
+def test_the_sweep_benchmark_times_trials_unrounded(tmp_path, toy_lesions, monkeypatch):
+    """bench_sweep's per-trial wall times are the study's records, not the 0.1 s figure the
+    sweep prints (5 % of a 2 s trial)."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_sweep
+
+    sweep = bench_sweep._sweep_file(tmp_path, "tiny", {
+        "lr": {"values": [1.0e-3, 1.0e-2]}, "dataset": {"value": str(toy_lesions)},
+        "epochs": {"value": 1}, "image_size": {"value": 32}, "limit_per_class": {"value": 20},
+        "width": {"value": 8}, "log_samples": {"value": 0}, "wandb_mode": {"value": "disabled"}})
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WBCLF_CACHE_DIR": str(tmp_path / "cache")}
+    trials = bench_sweep.run_sweep(sweep, out, env=env)
+    recorded = bench_sweep.recorded_seconds(out)
+    assert [t["run"] for t in trials] == ["trial-0000", "trial-0001"]
+    assert [t["wall_s"] for t in trials] == [recorded[t["run"]] for t in trials]
+    assert all(t["wall_s"] > t["fit_s"] > 0 for t in trials)
+    assert any(t["wall_s"] != round(t["wall_s"], 1) for t in trials)  # not the printed figure
