@@ -66,6 +66,7 @@ def test_the_model_digest_leaves_dropout_layers_out():
     """In eval mode a dropout layer passes its input through: a head study's dropout values,
     0 (a bare Linear head) included, share one speed measurement; a layer more, another
     width or another setting of a layer that computes does not."""
+    import torch
     from timm.layers import DropPath
     from torch import nn
 
@@ -85,3 +86,11 @@ def test_the_model_digest_leaves_dropout_layers_out():
     assert model_digest(nn.Linear(4, 4)) != model_digest(nn.Linear(4, 4, bias=False))
     assert model_digest(nn.Linear(4, 4)) != model_digest(nn.Sequential(nn.Linear(4, 4),
                                                                        nn.ReLU()))
+
+    class Scaled(nn.Sequential):  # a subclass computes as it likes, with its own parameter
+        def __init__(self, size: int) -> None:
+            super().__init__(nn.Linear(4, 4))
+            self.scale = nn.Parameter(torch.ones(size))
+
+    assert len({model_digest(nn.Linear(4, 4)), model_digest(Scaled(4)),
+                model_digest(Scaled(1))}) == 3

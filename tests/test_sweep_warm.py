@@ -304,28 +304,28 @@ def test_the_worker_reads_the_sweeps_packaged_weights_once(models, expected, tmp
         worker.close()
 
 
-def _spy_on_spawn(monkeypatch) -> list[WarmWorker]:
-    """The workers the sweep spawns (the real ones, recorded)."""
-    spawned: list[WarmWorker] = []
-    spawn = WarmWorker.spawn.__func__
+def _spy_on_spawn(monkeypatch, kind: type = WarmWorker) -> list:
+    """The workers (or W&B service holders) the sweep spawns: the real ones, recorded."""
+    spawned: list = []
+    spawn = kind.spawn.__func__
 
     def recorded(cls, *args, **kwargs):
         spawned.append(spawn(cls, *args, **kwargs))
         return spawned[-1]
 
-    monkeypatch.setattr(WarmWorker, "spawn", classmethod(recorded))
+    monkeypatch.setattr(kind, "spawn", classmethod(recorded))
     return spawned
 
 
-def _during_preflight(monkeypatch, spawned: list[WarmWorker]) -> list[list[bool]]:
-    """For each pre-flight check: whether each spawned worker was running during it."""
+def _during_preflight(monkeypatch, spawned: list) -> list[list[bool]]:
+    """For each pre-flight check: whether each spawned process was running during it."""
     from wbclf.sweeps import main as sweep_main
 
     seen: list[list[bool]] = []
     preflight = sweep_main.run_preflight
 
     def checked(spec):
-        seen.append([worker.proc.poll() is None for worker in spawned])
+        seen.append([started.proc.poll() is None for started in spawned])
         return preflight(spec)
 
     monkeypatch.setattr(sweep_main, "run_preflight", checked)
@@ -335,39 +335,62 @@ def _during_preflight(monkeypatch, spawned: list[WarmWorker]) -> list[list[bool]
 def test_the_worker_imports_while_the_preflight_runs_and_ends_with_a_failed_one(
         tmp_path, monkeypatch):
     """Started before the inputs are checked (both take seconds, on two cores), the worker
-    is ended when the check fails, and the output folder it logged into is removed: a sweep
-    with a missing input still leaves nothing behind."""
+    and the W&B service holder are ended when the check fails, and the folders made for
+    their logs are removed: a sweep with a missing input still leaves nothing behind."""
     from wbclf.sweeps.main import main
+    from wbclf.tracking.wandb_service import SharedService
 
     monkeypatch.chdir(REPO)
-    spawned = _spy_on_spawn(monkeypatch)
-    seen = _during_preflight(monkeypatch, spawned)
+    workers = _spy_on_spawn(monkeypatch)
+    services = _spy_on_spawn(monkeypatch, SharedService)
+    seen = _during_preflight(monkeypatch, workers)
     sweep = write_sweep(tmp_path, "missing", {"dataset": {"value": str(tmp_path / "nowhere")}})
-    out = tmp_path / "out"
+    out = tmp_path / "runs" / "missing"  # neither folder exists yet
     assert main([str(sweep), "--out", str(out)]) == 2
     assert seen == [[True]]  # one worker, already importing while the check ran
-    assert spawned[0].proc.returncode is not None  # and ended with it
-    assert not out.exists()
+    assert len(services) == 1  # W&B is on (offline): its holder started too
+    assert all(p.proc.returncode is not None for p in [*workers, *services])  # all ended
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_output_folder_that_is_a_dangling_link_is_left_alone(tmp_path, monkeypatch):
+    """A `--out` that links to an unmounted disk: nothing starts early, and the link stays
+    (it is not a folder the sweep made)."""
+    from wbclf.sweeps.prestart import Prestarted
+    from wbclf.sweeps.schema import load_sweep
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "unmounted" / "disk")
+    spec = load_sweep(write_sweep(tmp_path, "linked", {"lr": {"value": 1.0e-3}}), [])
+    assert Prestarted.begin(spec, TRAIN, out) is None
+    assert out.is_symlink()
 
 
 def test_the_worker_started_before_the_preflight_runs_the_trials(tmp_path, monkeypatch,
                                                                    toy_lesions):
-    """The runner adopts the worker that imported during the check: one worker for the
-    sweep, its trials forked from it."""
+    """The runner adopts the worker and the W&B service holder started during the check:
+    one of each for the sweep, its trials forked from that worker and joined to that
+    service."""
     from wbclf.sweeps.main import main
+    from wbclf.tracking.wandb_service import SharedService
 
     monkeypatch.chdir(REPO)
-    spawned = _spy_on_spawn(monkeypatch)
-    seen = _during_preflight(monkeypatch, spawned)
+    workers = _spy_on_spawn(monkeypatch)
+    services = _spy_on_spawn(monkeypatch, SharedService)
+    seen = _during_preflight(monkeypatch, workers)
     sweep = write_sweep(tmp_path, "early", {"lr": {"values": [1.0e-3, 1.0e-2]}})
     out = tmp_path / "out"
     code = main([str(sweep), "--out", str(out), "--set", f"dataset={toy_lesions}",
                  "--set", "epochs=1", "--set", "image_size=32", "--set", "limit_per_class=20",
                  "--set", "width=8", "--set", "log_samples=0", "--set", "num_workers=0",
-                 "--set", "wandb_mode=disabled"])
+                 "--set", "wandb_mode=offline"])
     assert code == 0
-    assert seen == [[True]] and len(spawned) == 1
+    assert seen == [[True]] and len(workers) == 1 and len(services) == 1
     runs = run_dirs(out)
     assert len(runs) == 2 and {s["status"] for s in runs.values()} == {"finished"}
     assert all("warm start" in (out / "logs" / f"{name}.log").read_text() for name in runs)
-    assert spawned[0].proc.returncode is not None  # closed at the end of the sweep
+    for name in runs:
+        (debug,) = (out / name).glob("wandb/offline-run-*/logs/debug.log")
+        assert "Connected to an existing wandb-core service" in debug.read_text()
+    assert all(p.proc.returncode is not None for p in [*workers, *services])  # ended at the end

@@ -204,16 +204,16 @@ def _passes_through(module: nn.Module) -> bool:
 def _eval_layers(module: nn.Module, path: str) -> Iterator[str]:
     """One line per layer that computes in eval mode: its path, class, settings, and its own
     parameters' and buffers' names, shapes and dtypes. Pass-through layers are left out, and
-    a ``Sequential`` left with one layer is that layer (``Sequential(Dropout, Linear)`` runs
-    as the ``Linear``)."""
+    a plain ``Sequential`` left with one layer is that layer (``Sequential(Dropout, Linear)``
+    runs as the ``Linear``); a subclass may compute otherwise, so it stays itself."""
     children = [(name, child) for name, child in module.named_children()
                 if not _passes_through(child)]
-    if isinstance(module, nn.Sequential) and len(children) == 1:
+    own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    if type(module) is nn.Sequential and len(children) == 1 and not own:
         yield from _eval_layers(children[0][1], path)
         return
     kind = type(module)
     yield f"{path} {kind.__module__}.{kind.__qualname__}({module.extra_repr()})"
-    own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
     for name, tensor in own:
         yield f"{path}.{name}:{tuple(tensor.shape)}:{tensor.dtype}"
     for name, child in children:

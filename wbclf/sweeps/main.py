@@ -91,9 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out_dir(spec, setup["out"], setup["url"], write=False)
     except SweepError as err:
         return fail(str(err))
-    # The warm worker imports on another core while the pre-flight checks the inputs.
-    prestarted = Prestarted.begin(spec, setup["program"], setup["out"])
+    prestarted = None
     try:
+        # The warm worker imports on another core while the pre-flight checks the inputs.
+        prestarted = Prestarted.begin(spec, setup["program"], setup["out"])
         missing = run_preflight(spec)
         if missing and not args.skip_missing:
             return fail(preflight_message(spec, missing))

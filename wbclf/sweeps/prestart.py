@@ -59,8 +59,7 @@ class Prestarted:
         start: the runner then tries again and says why)."""
         if not runs_warm(spec, program):
             return None
-        created = [p for p in (out, out / "logs", out / WORKER_LOG, out / SERVICE_LOG)
-                   if not p.exists()]
+        created = _missing_paths(out, out / "logs", out / WORKER_LOG, out / SERVICE_LOG)
         service = None
         try:
             if uses_wandb(spec):
@@ -85,9 +84,22 @@ class Prestarted:
         if self.worker is not None:
             self.worker.abort()
         if self.service is not None:
-            self.service.close()
+            self.service.abort()
         for path in reversed(self._created):  # files first, then their folders if empty
+            if path.is_symlink():  # never ours: made by someone else meanwhile
+                continue
             try:
                 path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
             except OSError:  # a folder something else wrote into stays
                 pass
+
+
+def _missing_paths(out: Path, *inside: Path) -> list[Path]:
+    """The folders above and at ``out`` and the paths ``inside`` it that do not exist yet
+    (a dangling symlink exists), outermost first."""
+    above = []
+    folder = out
+    while not os.path.lexists(folder) and folder != folder.parent:
+        above.append(folder)
+        folder = folder.parent
+    return [*reversed(above), *(p for p in inside if not os.path.lexists(p))]

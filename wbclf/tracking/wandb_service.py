@@ -96,6 +96,19 @@ class SharedService:
             self.proc.kill()
             self.proc.wait()
 
+    def abort(self) -> None:
+        """End a holder whose service no trial used, at once (it may still be importing
+        wandb; a wandb-core it started watches its pid and exits with it)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
 
 def hold() -> int:
     """The holder process: start wandb's service, print its token, end it at EOF on stdin.
