@@ -84,12 +84,7 @@ class SharedService:
 
     def close(self) -> None:
         """End the service: EOF on the holder's stdin; it tears wandb down and exits."""
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        self._close_pipes()
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -102,6 +97,9 @@ class SharedService:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 try:
