@@ -36,6 +36,18 @@ def listed_seeds(spec: SweepSpec) -> list[int]:
     return [s for s in listed if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
 
 
+def spawn_worker(spec: SweepSpec, out: Path) -> WarmWorker:
+    """The sweep's warm worker, started (not yet ready): it reads the packaged weights of the
+    sweep's models and builds them for its listed seeds."""
+    return WarmWorker.spawn(out / WORKER_LOG, models=[str(m) for m in spec.choices("model")],
+                            seeds=listed_seeds(spec))
+
+
+def spawn_service(out: Path) -> SharedService:
+    """The holder of the sweep's one W&B service, started."""
+    return SharedService.spawn(out / SERVICE_LOG)
+
+
 def runs_warm(spec: SweepSpec, program: str) -> bool:
     """Whether the sweep's trials can be forks of a warm worker."""
     return warm_enabled() and warm_program(render_command(spec.command, program=program,
@@ -45,9 +57,8 @@ def runs_warm(spec: SweepSpec, program: str) -> bool:
 class Prestarted:
     """A warm worker (and W&B service) started ahead of the runner, until it takes them."""
 
-    def __init__(self, out: Path, worker: WarmWorker | None, service: SharedService | None,
+    def __init__(self, worker: WarmWorker | None, service: SharedService | None,
                  created: list[Path]) -> None:
-        self.out = out
         self.worker = worker
         self.service = service
         self._created = created  # files and folders that did not exist before
@@ -63,13 +74,12 @@ class Prestarted:
         service = None
         try:
             if uses_wandb(spec):
-                service = SharedService.spawn(out / SERVICE_LOG)
-            worker = WarmWorker.spawn(out / WORKER_LOG, models=[
-                str(m) for m in spec.choices("model")], seeds=listed_seeds(spec))
+                service = spawn_service(out)
+            worker = spawn_worker(spec, out)
         except OSError:
-            cls(out, None, service, created).abort()
+            cls(None, service, created).abort()
             return None
-        return cls(out, worker, service, created)
+        return cls(worker, service, created)
 
     def take(self) -> tuple[WarmWorker | None, SharedService | None]:
         """Hand both to the runner, which ends them from now on."""

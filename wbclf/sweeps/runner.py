@@ -36,8 +36,7 @@ from wbclf.sweeps.command import (
     write_param_file,
 )
 from wbclf.sweeps.preflight import Missing, trial_inputs
-from wbclf.sweeps.prestart import (SERVICE_LOG, WORKER_LOG, Prestarted, listed_seeds,
-                                   uses_wandb)
+from wbclf.sweeps.prestart import Prestarted, spawn_service, spawn_worker, uses_wandb
 from wbclf.sweeps.spec import SweepSpec
 from wbclf.sweeps.space import pruner_settings
 from wbclf.sweeps.storage import HEARTBEAT_S
@@ -231,13 +230,11 @@ class SweepRunner:
         worker, service = self.prestarted.take() if self.prestarted is not None else (None, None)
         if uses_wandb(self.spec):
             try:
-                self.shared_wandb = service or SharedService.spawn(self.out / SERVICE_LOG)
+                self.shared_wandb = service or spawn_service(self.out)
             except OSError as err:
                 self._say(f"warning: each trial starts its own W&B service ({err})")
         try:
-            worker = worker or WarmWorker.spawn(
-                self.out / WORKER_LOG, models=[str(m) for m in self.spec.choices("model")],
-                seeds=listed_seeds(self.spec))
+            worker = worker or spawn_worker(self.spec, self.out)
             self.warm = worker.ready()
         except (OSError, RuntimeError) as err:
             if worker is not None:
