@@ -24,7 +24,8 @@ TINY = {"image_size": 32, "width": 8, "depth": 3, "limit_per_class": 0, "log_sam
 FROZEN = {"model": "tf_efficientnet_lite0", "strategy": "frozen", "image_size": 64,
           "augment": "none"}
 FIELDS = {"study", "kind", "factor", "a", "b", "metric", "effect", "ci_low", "ci_high",
-          "p_value", "p_adjusted", "significant", "n_images", "n_seeds", "text"}
+          "ci_level", "compared", "p_value", "p_adjusted", "significant", "n_images", "n_seeds",
+          "text"}
 
 
 def _study(dataset: Path, folder: Path, grid: list[dict]) -> Path:
@@ -70,6 +71,13 @@ def test_null_study_gets_a_null_answer(null_study):
         assert claim["significant"] is False, claim["text"]
         assert claim["text"].startswith("no significant difference between"), claim["text"]
         assert claim["ci_low"] <= claim["effect"] <= claim["ci_high"]
+        # nothing significant among n comparisons: intervals at the Bonferroni level, all
+        # holding 0, and the sentence says so
+        n = claim["compared"]
+        assert n == len(claims) >= 3
+        assert claim["ci_level"] == pytest.approx(1 - 0.05 / n)
+        assert claim["ci_low"] <= 0 <= claim["ci_high"], claim["text"]
+        assert f"widened for {n} comparisons" in claim["text"], claim["text"]
     html = (null_study / "report.html").read_text()
     for claim in claims:  # the report shows the sentences of findings.json word for word
         assert claim["text"] in unescape(html), claim["text"]
@@ -84,6 +92,8 @@ def test_large_real_effect_is_significant(effect_study):
     assert (factor["a"], factor["b"]) == ("epochs=8", "epochs=1")
     assert factor["significant"] is True, factor["text"]
     assert factor["effect"] > 0.2 and factor["ci_low"] > 0
+    for claim in claims:  # each interval agrees with its verdict
+        assert (claim["ci_low"] > 0 or claim["ci_high"] < 0) == claim["significant"], claim
     assert factor["p_adjusted"] < 0.05 and factor["p_adjusted"] >= factor["p_value"]
     assert factor["text"].startswith("epochs=8 beats epochs=1 on test accuracy by ")
     summary = json.loads((effect_study / "run-0" / "summary.json").read_text())
@@ -112,3 +122,21 @@ def test_runs_written_before_predictions_still_report(effect_study, tmp_path):
     n = summary["data/test_images"]
     low, high = wilson_interval(round(summary["test/acc"] * n), n)
     assert f"[{low:.3f}, {high:.3f}]" in (old / "report.html").read_text()
+
+
+def test_a_widened_interval_says_at_what_confidence():
+    from dataclasses import replace
+
+    from wbclf.reporting.claims import Claim, claim_text
+
+    claim = Claim("s", "factor_effect", "batch_norm", "batch_norm=True", "batch_norm=False",
+                  "test/acc", 0.057, -0.003, 0.117, 0.011, 0.099, False, 332, 1,
+                  "mcnemar_exact", ci_level=1 - 0.05 / 9, compared=9)
+    assert ("no significant difference between batch_norm=True and batch_norm=False on test "
+            "accuracy (+5.7 points, 99.4% CI -0.3 to +11.7 points, widened for 9 comparisons, "
+            "p = 0.011, adjusted 0.099; McNemar's exact test on 332 test images)"
+            ) == claim_text(claim)
+    alone = claim_text(replace(claim, ci_level=0.95, compared=1))
+    assert "95% CI -0.3 to +11.7 points, p = " in alone and "widened" not in alone
+    many = claim_text(replace(claim, ci_level=1 - 0.05 / 2000, compared=2000))
+    assert "99.99" in many and "100%" not in many

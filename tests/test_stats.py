@@ -75,11 +75,68 @@ def test_mcnemar_exact_textbook_value():
 def test_paired_accuracy_effect_and_interval():
     a = np.array([1] * 10 + [0] * 2 + [1] * 30 + [0] * 8, bool)
     b = np.array([0] * 10 + [1] * 2 + [1] * 30 + [0] * 8, bool)
-    result = S.paired_accuracy(a, b, seed=0)
+    result = S.paired_accuracy(a, b)
     assert result.effect == pytest.approx(8 / 50)
-    assert result.ci_low < result.effect < result.ci_high
+    # Clopper-Pearson for 10 of 12 discordant images is 0.5159-0.9791 (95%); the accuracy
+    # difference is 12/50 * (2 s - 1)
+    assert result.ci_low == pytest.approx(12 / 50 * (2 * 0.51595 - 1), abs=2e-4)
+    assert result.ci_high == pytest.approx(12 / 50 * (2 * 0.97914 - 1), abs=2e-4)
     assert result.p_value == pytest.approx(158 / 4096)
     assert result.n_images == 50
+    assert S.paired_accuracy(a, a).interval(0.95) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.05 / 3, 0.01, 0.05 / 9, 0.2])
+def test_every_interval_excludes_zero_exactly_when_its_p_is_below_alpha(alpha):
+    # McNemar: every split of up to 24 discordant images
+    for only_a in range(25):
+        for only_b in range(25 - only_a):
+            a = np.array([1] * only_a + [0] * only_b + [1] * 5, bool)
+            b = np.array([0] * only_a + [1] * only_b + [1] * 5, bool)
+            result = S.paired_accuracy(a, b)
+            low, high = result.interval(1 - alpha)
+            assert (low > 0 or high < 0) == (result.p_value < alpha), (only_a, only_b)
+            assert low <= result.effect <= high
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        # the paired bootstrap: accuracy-like statistics with a small shift, 400 resamples
+        n, shift = 60, rng.uniform(-0.3, 0.3)
+        x = rng.normal(0, 1, n)
+        y = x + rng.normal(shift, 1, n)
+        boot = S.paired_bootstrap(lambda i: float(y[i].mean()), lambda i: float(x[i].mean()),
+                                  n, seed=trial, n_boot=400)
+        low, high = boot.interval(1 - alpha)
+        assert (low > 0 or high < 0) == (boot.p_value < alpha), trial
+        # the t-test over 4 seeds
+        t = S.paired_over_seeds(y[:4], x[:4])
+        low, high = t.interval(1 - alpha)
+        assert (low > 0 or high < 0) == (t.p_value < alpha), trial
+
+
+def test_adjusted_intervals_agree_with_the_benjamini_hochberg_verdicts():
+    assert S.adjusted_confidence(1, 0) == pytest.approx(0.95)
+    assert S.adjusted_confidence(9, 0) == pytest.approx(1 - 0.05 / 9)
+    assert S.adjusted_confidence(9, 3) == pytest.approx(1 - 3 * 0.05 / 9)
+    assert S.adjusted_confidence(9, 9) == pytest.approx(0.95)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for study in range(40):
+        results = []
+        for _ in range(int(rng.integers(2, 12))):
+            n = 200
+            a = rng.random(n) < 0.7
+            b = np.where(rng.random(n) < rng.uniform(0, 0.3), ~a, a)  # b flips some of a
+            results.append(S.paired_accuracy(a, b))
+        adjusted = S.adjust_bh([r.p_value for r in results])
+        significant = [p < 0.05 for p in adjusted]
+        level = S.adjusted_confidence(len(results), sum(significant))
+        for result, verdict in zip(results, significant):
+            low, high = result.interval(level)
+            assert (low > 0 or high < 0) == verdict, (study, result.p_value)
+            # a plain 95% interval does not always agree: that is what the widening is for
+            plain = result.ci_low > 0 or result.ci_high < 0
+            seen.add(plain == verdict)
+    assert seen == {True, False}
 
 
 def test_paired_bootstrap_sees_a_real_difference_and_not_a_fake_one():

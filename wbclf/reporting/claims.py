@@ -5,15 +5,16 @@ runner-up, and each studied factor's levels are compared at each setting of the 
 factors. Settings that share seeds are compared over seeds (the test of a *setting*); single
 runs are compared on the test images both saw (the test of two *models*). All p-values of a
 study are adjusted together (Benjamini-Hochberg), and only an adjusted p below ``ALPHA``
-earns "beats"; everything else reads "no significant difference". The same objects become
-``findings.json``.
+earns "beats"; everything else reads "no significant difference". The intervals are widened
+to match (``stats.adjusted_confidence``): a claim's interval excludes 0 exactly when it is
+significant. The same objects become ``findings.json``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,8 @@ import numpy as np
 from wbclf.metrics import auc_of, macro_f1_of
 from wbclf.reporting import analysis as A
 from wbclf.reporting.collect import RunRecord
-from wbclf.reporting.stats import (TestResult, adjust_bh, paired_accuracy, paired_bootstrap,
-                                   paired_over_seeds)
+from wbclf.reporting.stats import (TestResult, adjust_bh, adjusted_confidence, paired_accuracy,
+                                   paired_bootstrap, paired_over_seeds)
 from wbclf.tracking.predictions import Predictions, read_predictions
 
 __all__ = ["ALPHA", "Claim", "study_claims"]
@@ -54,10 +55,13 @@ class Claim:
     test: str  # mcnemar_exact, paired_bootstrap, paired_t_over_seeds or unavailable
     at: str = ""  # the other factors' setting of a factor comparison
     text: str = ""
+    ci_level: float | None = None  # the confidence of ci_low..ci_high, after adjustment
+    compared: int = 0  # how many claims of the study were tested and adjusted together
+    result: TestResult | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("effect", "ci_low", "ci_high", "p_value", "p_adjusted"):
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "result"}
+        for key in ("effect", "ci_low", "ci_high", "ci_level", "p_value", "p_adjusted"):
             value = out[key]
             out[key] = value if value is not None and math.isfinite(value) else None
         return out
@@ -102,7 +106,7 @@ def _per_image(pa: Predictions, pb: Predictions, metric: str, seed: int
     ia, ib = rows
     y = pa.labels[ia]
     if metric == "test/acc":
-        return paired_accuracy(pa.correct[ia], pb.correct[ib], seed=seed)
+        return paired_accuracy(pa.correct[ia], pb.correct[ib])
     c = len(pa.class_names)
     if metric == "test/macro_f1":
         return paired_bootstrap(lambda i: macro_f1_of(y[i], pa.preds[ia][i], c),
@@ -162,6 +166,18 @@ def _points(value: float, signed: bool = True) -> str:
     return f"{100 * value:+.1f}" if signed else f"{100 * abs(value):.1f}"
 
 
+def _ci_words(claim: Claim, low: float, high: float) -> str:
+    level = claim.ci_level if claim.ci_level is not None else 1 - ALPHA
+    for decimals in (1, 2, 3, 4):  # as many as it takes not to round up to "100%"
+        percent = f"{100 * level:.{decimals}f}"
+        if not percent.startswith("100"):
+            break
+    percent = percent.rstrip("0").rstrip(".")
+    widened = f", widened for {claim.compared} comparisons" \
+        if claim.compared > 1 and level > 1 - ALPHA + 1e-12 else ""
+    return f"{percent}% CI {_points(low)} to {_points(high)} points{widened}"
+
+
 def claim_text(claim: Claim) -> str:
     """The sentence shown for a claim (also stored in ``findings.json``)."""
     what = METRIC_WORDS.get(claim.metric, claim.metric)
@@ -169,13 +185,13 @@ def claim_text(claim: Claim) -> str:
     if claim.test == UNAVAILABLE:
         return (f"{where}{claim.a} vs {claim.b} on {what}: no paired test (the runs have no "
                 "per-image predictions and no shared seeds)")
-    ci = f"95% CI {_points(claim.ci_low)} to {_points(claim.ci_high)} points"
+    ci = _ci_words(claim, claim.ci_low, claim.ci_high)
     p = f"p = {claim.p_value:.2g}, adjusted {claim.p_adjusted:.2g}"
     if claim.significant:
         a, b, lo, hi = claim.a, claim.b, claim.ci_low, claim.ci_high
         if claim.effect < 0:
             a, b, lo, hi = claim.b, claim.a, -claim.ci_high, -claim.ci_low
-        ci = f"95% CI {_points(lo)} to {_points(hi)} points"
+        ci = _ci_words(claim, lo, hi)
         return (f"{where}{a} beats {b} on {what} by {_points(claim.effect, False)} points "
                 f"({ci}, {p}; {_test_words(claim)})")
     return (f"{where}no significant difference between {claim.a} and {claim.b} on {what} "
@@ -209,7 +225,7 @@ def _new_claim(an: A.StudyAnalysis, kind: str, factor: str | None, a: str, b: st
                      False, 0, 0, UNAVAILABLE, at)
     return Claim(an.study.name, kind, factor, a, b, metric, result.effect, result.ci_low,
                  result.ci_high, result.p_value, None, False, result.n_images,
-                 result.n_seeds, result.test, at)
+                 result.n_seeds, result.test, at, result=result)
 
 
 def _best_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
@@ -270,6 +286,13 @@ def study_claims(an: A.StudyAnalysis) -> list[Claim]:
     for claim, adjusted in zip(tested, adjust_bh([c.p_value for c in tested])):
         claim.p_adjusted = adjusted
         claim.significant = bool(adjusted < ALPHA)
+    # A 95% interval beside an adjusted verdict can exclude 0 while the claim is not
+    # significant; at the adjusted confidence, interval and verdict agree.
+    level = adjusted_confidence(len(tested), sum(c.significant for c in tested), ALPHA)
+    for claim in tested:
+        claim.ci_level, claim.compared = level, len(tested)
+        if claim.result is not None and claim.result.at_confidence is not None:
+            claim.ci_low, claim.ci_high = claim.result.interval(level)
     for claim in claims:
         if claim.test != UNAVAILABLE and claim.p_adjusted is None:
             claim.test = UNAVAILABLE  # e.g. an AUC undefined on this test set
@@ -282,6 +305,10 @@ def adjustment_note(claims: Sequence[Claim]) -> str:
     tested = sum(c.test != UNAVAILABLE for c in claims)
     if not tested:
         return "No paired test was possible on these runs."
-    return (f"{tested} comparison{'s' if tested != 1 else ''}; p-values adjusted together for "
+    note = (f"{tested} comparison{'s' if tested != 1 else ''}; p-values adjusted together for "
             f"the false discovery rate (Benjamini-Hochberg); significant = adjusted p < "
             f"{ALPHA:g}.")
+    if tested > 1:
+        note += (" Intervals are widened to match (false coverage rate, Benjamini-Yekutieli): "
+                 "an interval excludes 0 exactly when its difference is significant.")
+    return note

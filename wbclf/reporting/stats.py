@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import binom, binomtest, false_discovery_control, t as student_t, ttest_rel
 
-__all__ = ["TestResult", "adjust_bh", "mcnemar_exact", "median_interval", "paired_accuracy",
-           "paired_bootstrap", "paired_over_seeds"]
+__all__ = ["TestResult", "adjust_bh", "adjusted_confidence", "mcnemar_exact",
+           "median_interval", "paired_accuracy", "paired_bootstrap", "paired_over_seeds"]
 
 CONFIDENCE = 0.95
 N_BOOT = 2000
@@ -32,6 +32,16 @@ class TestResult:
     p_value: float
     n_images: int = 0
     n_seeds: int = 1
+    # The interval at any confidence, inverted from the same data as the p-value: at
+    # confidence 1 - a it excludes 0 exactly when p < a (see interval).
+    at_confidence: Callable[[float], tuple[float, float]] | None = field(
+        default=None, repr=False, compare=False)
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        """The interval of ``effect`` at ``confidence`` (``ci_low``/``ci_high`` are at 95%)."""
+        if self.at_confidence is None:
+            raise ValueError(f"a {self.test} result has no interval at other confidences")
+        return self.at_confidence(confidence)
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple[int, int, float]:
@@ -53,24 +63,50 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple[int, in
     return only_a, only_b, float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
-    tail = 100 * (1 - CONFIDENCE) / 2
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+def _order_interval(ordered: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The percentile interval of sorted resamples, taken at whole ranks.
+
+    With ``k = ceil(a n / 2)`` for ``a = 1 - confidence``, the k-th smallest value is above 0
+    exactly when fewer than ``a n / 2`` resamples are at or below 0, which is when the
+    bootstrap p-value (twice the smaller tail) is below ``a``: interval and test agree. (An
+    interpolated percentile can straddle that boundary.)
+    """
+    n = len(ordered)
+    k = max(1, math.ceil(round((1 - confidence) * n / 2, 9)))
+    k = min(k, (n + 1) // 2)
+    return float(ordered[k - 1]), float(ordered[n - k])
 
 
-def paired_accuracy(a_correct: np.ndarray, b_correct: np.ndarray, *, seed: int = 0,
-                    n_boot: int = N_BOOT) -> TestResult:
-    """Accuracy of A minus B on the same images: McNemar's p, a paired-bootstrap interval."""
-    a = np.asarray(a_correct, np.float64)
-    b = np.asarray(b_correct, np.float64)
-    _, _, p = mcnemar_exact(a > 0, b > 0)
-    diff = a - b
-    rng = np.random.default_rng(seed)
-    draws = np.array([diff[rng.integers(0, len(diff), len(diff))].mean()
-                      for _ in range(n_boot)])
-    low, high = _percentiles(draws)
-    return TestResult("mcnemar_exact", float(diff.mean()), low, high, p, n_images=len(diff))
+def _discordant_interval(only_a: int, only_b: int, n: int, confidence: float
+                         ) -> tuple[float, float]:
+    """Accuracy of A minus B, exact and conditional on the discordant images.
+
+    Of the ``d`` images the runs disagree on, A is right on a share ``s``; the accuracy
+    difference is ``d / n * (2 s - 1)``. The Clopper-Pearson interval of ``s`` inverts the same
+    binomial test as McNemar's exact p, so it excludes ``s = 1/2`` (no difference) exactly when
+    p is below ``1 - confidence``.
+    """
+    d = only_a + only_b
+    if d == 0:
+        return 0.0, 0.0
+    share = binomtest(only_a, d, 0.5).proportion_ci(confidence_level=confidence,
+                                                     method="exact")
+    return d / n * (2 * share.low - 1), d / n * (2 * share.high - 1)
+
+
+def paired_accuracy(a_correct: np.ndarray, b_correct: np.ndarray) -> TestResult:
+    """Accuracy of A minus B on the same images: McNemar's exact p and the exact interval
+    that agrees with it (:func:`_discordant_interval`)."""
+    only_a, only_b, p = mcnemar_exact(a_correct, b_correct)
+    n = len(np.asarray(a_correct))
+    effect = (only_a - only_b) / n if n else math.nan
+
+    def at_confidence(confidence: float) -> tuple[float, float]:
+        return _discordant_interval(only_a, only_b, n, confidence)
+
+    low, high = at_confidence(CONFIDENCE)
+    return TestResult("mcnemar_exact", effect, low, high, p, n_images=n,
+                      at_confidence=at_confidence)
 
 
 def paired_bootstrap(statistic_a: Callable[[np.ndarray], float],
@@ -78,9 +114,10 @@ def paired_bootstrap(statistic_a: Callable[[np.ndarray], float],
                      n_boot: int = N_BOOT) -> TestResult:
     """A metric of A minus the same metric of B, resampling the images both runs saw.
 
-    The interval is the percentile interval of the resampled differences; the two-sided
-    p-value is twice the share of resamples on the far side of zero (floored at 1/n_boot,
-    the resolution of the bootstrap). Resamples where the metric is undefined are dropped.
+    The interval is the percentile interval of the resampled differences, at whole ranks
+    (:func:`_order_interval`); the two-sided p-value is twice the share of resamples on the
+    far side of zero (floored at 1/n_boot, the resolution of the bootstrap). Resamples where
+    the metric is undefined are dropped.
     """
     effect = statistic_a(np.arange(n)) - statistic_b(np.arange(n))
     rng = np.random.default_rng(seed)
@@ -89,13 +126,18 @@ def paired_bootstrap(statistic_a: Callable[[np.ndarray], float],
         idx = rng.integers(0, n, n)
         draws.append(statistic_a(idx) - statistic_b(idx))
     values = np.array(draws, np.float64)
-    values = values[np.isfinite(values)]
+    values = np.sort(values[np.isfinite(values)])
     if not math.isfinite(effect) or len(values) < n_boot / 2:
         return TestResult("paired_bootstrap", math.nan, math.nan, math.nan, math.nan, n)
-    low, high = _percentiles(values)
     below, above = float((values <= 0).mean()), float((values >= 0).mean())
     p = min(1.0, max(2 * min(below, above), 1.0 / len(values)))
-    return TestResult("paired_bootstrap", float(effect), low, high, p, n_images=n)
+
+    def at_confidence(confidence: float) -> tuple[float, float]:
+        return _order_interval(values, confidence)
+
+    low, high = at_confidence(CONFIDENCE)
+    return TestResult("paired_bootstrap", float(effect), low, high, p, n_images=n,
+                      at_confidence=at_confidence)
 
 
 def paired_over_seeds(a_values: Sequence[float], b_values: Sequence[float]) -> TestResult:
@@ -115,11 +157,17 @@ def paired_over_seeds(a_values: Sequence[float], b_values: Sequence[float]) -> T
         # identical differences: the t statistic is undefined; no spread, no evidence of
         # anything beyond "every seed moved by the same amount"
         p = 1.0 if mean == 0.0 else 0.0
-        return TestResult("paired_t_over_seeds", mean, mean, mean, p, n_seeds=len(diff))
-    half = float(student_t.ppf(0.5 + CONFIDENCE / 2, len(diff) - 1)) * se
+        return TestResult("paired_t_over_seeds", mean, mean, mean, p, n_seeds=len(diff),
+                          at_confidence=lambda confidence: (mean, mean))
+
+    def at_confidence(confidence: float) -> tuple[float, float]:
+        half = float(student_t.ppf(0.5 + confidence / 2, len(diff) - 1)) * se
+        return mean - half, mean + half
+
     p = float(ttest_rel(a, b).pvalue)
-    return TestResult("paired_t_over_seeds", mean, mean - half, mean + half, p,
-                      n_seeds=len(diff))
+    low, high = at_confidence(CONFIDENCE)
+    return TestResult("paired_t_over_seeds", mean, low, high, p, n_seeds=len(diff),
+                      at_confidence=at_confidence)
 
 
 def adjust_bh(p_values: Sequence[float]) -> list[float]:
@@ -130,6 +178,22 @@ def adjust_bh(p_values: Sequence[float]) -> list[float]:
     if ok.any():
         out[ok] = false_discovery_control(p[ok], method="bh")
     return [float(x) for x in out]
+
+
+def adjusted_confidence(compared: int, significant: int, alpha: float = 1 - CONFIDENCE
+                        ) -> float:
+    """The confidence at which a study's intervals agree with its Benjamini-Hochberg verdicts.
+
+    Benjamini and Yekutieli (2005): with ``significant`` of ``compared`` claims selected at
+    false discovery rate ``alpha``, intervals at ``1 - significant * alpha / compared`` keep
+    the false coverage rate of the selected ones at ``alpha``. At that confidence every
+    significant claim's interval excludes 0 (its p is below ``significant * alpha /
+    compared``) and no other's does (a larger p would have been selected too). With nothing
+    significant, one is counted: the Bonferroni level, at which no interval excludes 0.
+    """
+    if compared < 1:
+        return 1 - alpha
+    return 1 - max(1, significant) * alpha / compared
 
 
 def median_interval(values: Sequence[float], confidence: float = CONFIDENCE
