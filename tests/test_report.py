@@ -218,9 +218,17 @@ def test_sweep_report_sections_and_numbers_match_summaries(studies_root, tmp_pat
         on = [runs[k]["val/acc"] for k in runs if config[k] == {"batch_norm": True, "lr": lr}]
         off = [runs[k]["val/acc"] for k in runs if config[k] == {"batch_norm": False, "lr": lr}]
         diffs.append(np.mean(on) - np.mean(off))
-    verb = "raised" if np.mean(diffs) >= 0 else "lowered"
-    assert (f"Batch norm {verb} mean val/acc by {100 * abs(np.mean(diffs)):.1f} points across 2 "
-            "learning rates") in text
+    # the t interval over the 2 learning rates (1 degree of freedom: t = 12.706)
+    mean, half = np.mean(diffs), 12.7062 * np.std(diffs, ddof=1) / np.sqrt(2)
+    ci = f"(95% CI {100 * (mean - half):+.1f} to {100 * (mean + half):+.1f} points over them"
+    if mean - half > 0 or mean + half < 0:
+        verb = "raised" if mean > 0 else "lowered"
+        expected = (f"Batch norm {verb} mean val/acc by {100 * abs(mean):.1f} points across 2 "
+                    f"learning rates {ci}")
+    else:
+        expected = (f"Batch norm changed mean val/acc by {100 * mean:+.1f} points across 2 "
+                    f"learning rates, within noise {ci}")
+    assert expected in text
     assert "3 of 7 trials have no final figures" in text
 
     # the Markdown twin says the same and its pictures are there
@@ -326,9 +334,68 @@ def test_seeds_give_mean_and_std_and_a_noise_finding():
     assert cells[(True,)].std == pytest.approx(0.01)
     assert cells[(True,)].n == 3
     text = " ".join(A.findings(an))
-    assert "Batch norm raised mean val/acc from 0.700 to 0.800 (+10.0 points; 3 vs 3 runs)" \
-        in text
+    # Welch: 0.10 +- t(0.975, 4) * sqrt(2 * 0.01^2 / 3)
+    assert ("Batch norm raised mean val/acc from 0.700 to 0.800 (+10.0 points; 3 vs 3 runs; "
+            "95% CI +7.7 to +12.3 points)") in text
     assert "3 seeds" in text and "averaged 1.0 points" in text
+
+
+def _findings_of(cells: dict[tuple, float]) -> str:
+    runs = []
+    for i, ((bn, lr), acc) in enumerate(cells.items()):
+        run = _record(f"r{i}", batch_norm=bn, lr=lr)
+        run.summary = {"val/acc": acc, "status": "finished"}
+        runs.append(run)
+    return " ".join(A.findings(A.analyze(Study("s", Path("."), runs))))
+
+
+def test_a_factor_effect_across_settings_carries_its_interval():
+    lrs = (3e-4, 1e-3, 3e-3, 1e-2)
+    # the demo's shape: two cells nearly equal, two far apart; the mean says +4.3 points.
+    # differences 0.7, -0.7, 7.9, 9.3: sd 5.03, se 2.52, t(0.975, 3) = 3.182
+    noisy = _findings_of({**{(False, lr): a for lr, a in zip(lrs, (0.629, 0.649, 0.656, 0.629))},
+                          **{(True, lr): a for lr, a in zip(lrs, (0.636, 0.642, 0.735, 0.722))}})
+    assert ("Batch norm changed mean val/acc by +4.3 points across 4 learning rates, within "
+            "noise (95% CI -3.7 to +12.3 points over them; higher at 3, lower at 1; per "
+            "learning rate: see the tested differences)") in noisy
+    assert "raised" not in noisy and "largest" not in noisy
+    steady = _findings_of({**{(False, lr): a for lr, a in zip(lrs, (0.60, 0.62, 0.64, 0.61))},
+                           **{(True, lr): a for lr, a in zip(lrs, (0.65, 0.68, 0.695, 0.675))}})
+    # differences 5.0, 6.0, 5.5, 6.5: mean 5.75, sd 0.645, t(0.975, 3) = 3.182
+    assert ("Batch norm raised mean val/acc by 5.8 points across 4 learning rates (95% CI +4.7 "
+            "to +6.8 points over them; higher at 4, lower at 0)") in steady
+    single = _findings_of({(False, 1e-3): 0.60, (True, 1e-3): 0.70})
+    assert ("Lr" not in single and "Batch norm changed mean val/acc from 0.600 to 0.700 "
+            "(+10.0 points; 1 vs 1 runs, too few for an interval: see the tested differences)"
+            ) in single
+
+
+def test_the_best_level_per_setting_is_never_a_claim():
+    lrs = (1e-3, 3e-3, 1e-2)
+    text = _findings_of({**{(False, lr): a for lr, a in zip(lrs, (0.70, 0.66, 0.60))},
+                         **{(True, lr): a for lr, a in zip(lrs, (0.66, 0.71, 0.62))}})
+    assert ("the learning rate with the highest mean differed between batch-norm settings: "
+            "1.0e-3 with batch_norm=False, 3.0e-3 with batch_norm=True (untested here; see the "
+            "tested differences)") in text
+    assert "depended" not in text
+
+
+def test_a_trend_is_named_only_when_it_is_significant():
+    def trend(accs):
+        runs = []
+        for i, acc in enumerate(accs):
+            run = _record(f"r{i}", dropout=round(0.05 * i + 0.013 * (i % 3), 4))
+            run.summary = {"val/acc": acc, "status": "finished"}
+            runs.append(run)
+        return " ".join(A.findings(A.analyze(Study("s", Path("."), runs))))
+
+    many = list(range(12))
+    rising = trend([0.60 + 0.01 * i for i in many])
+    assert "val/acc rose with dropout (Spearman ρ = +1.00, p = " in rising
+    # a rank correlation of +0.49 over 12 runs: what noise gives one time in ten
+    noisy = trend([0.60, 0.62, 0.58, 0.66, 0.61, 0.59, 0.64, 0.67, 0.63, 0.60, 0.68, 0.65])
+    assert ("val/acc showed no significant trend with dropout (Spearman ρ = +0.49, p = 0.1)"
+            in noisy)
 
 
 def test_strategy_rows_pick_best_config_per_dataset():

@@ -338,38 +338,82 @@ def _second_factor(factor: Param, factors: Sequence[Param]) -> Param | None:
     return next((p for p in factors if p.name != factor.name and not p.continuous), None)
 
 
+def _interval_text(low: float, high: float, metric: str) -> str:
+    if is_fraction_metric(metric):
+        return f"95% CI {100 * low:+.1f} to {100 * high:+.1f} points"
+    return f"95% CI {low:+.3g} to {high:+.3g}"
+
+
+def _welch_interval(b: Sequence[float], a: Sequence[float]) -> tuple[float, float]:
+    """95% interval of mean(b) - mean(a), Welch's t (unequal variances); two or more each."""
+    from scipy.stats import t as student_t
+
+    vb, va = np.var(b, ddof=1) / len(b), np.var(a, ddof=1) / len(a)
+    diff = float(np.mean(b) - np.mean(a))
+    if vb + va == 0:
+        return diff, diff  # no spread on either side
+    df = (vb + va) ** 2 / (vb ** 2 / (len(b) - 1) + va ** 2 / (len(a) - 1))
+    half = float(student_t.ppf(0.975, df) * math.sqrt(vb + va))
+    return diff - half, diff + half
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return low > 0 or high < 0
+
+
 def _two_level_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
                         q: Param | None) -> str | None:
+    """How the second level of a two-level factor moved the metric, with a 95% interval.
+
+    Across the levels of another factor: the mean of the paired differences, with the t
+    interval over those levels. Alone: the difference of the two means, with Welch's interval
+    over the runs. "raised"/"lowered" only when the interval excludes 0.
+    """
+    from wbclf.reporting.stats import paired_over_seeds
+
     metric = an.metric
     low, high = p.values
     subject = noun(p.name) if p.boolean else f"{p.label(high)} (vs {p.fmt(low)})"
     if q is not None:
         cells = aggregate(runs, (p.name, q.name), metric)
-        diffs = {}
+        pairs = {}
         for level in q.values:
             a, b = cells.get((_hashable(low), level)), cells.get((_hashable(high), level))
             if a is not None and b is not None:
-                diffs[level] = b.mean - a.mean
-        if len(diffs) >= 2:
-            mean = float(np.mean(list(diffs.values())))
-            verb = "raised" if mean >= 0 else "lowered"
-            pick = max if mean >= 0 else min
-            at = pick(diffs, key=lambda k: diffs[k])
-            against = sum(1 for d in diffs.values() if (d < 0) != (mean < 0) and d != 0)
-            text = (f"{subject} {verb} mean {metric} by {_diff_text(mean, metric)} across "
-                    f"{len(diffs)} {noun(q.name, plural=True)}")
-            if against:
-                text += f" (but {'lowered' if mean >= 0 else 'raised'} it at {against} of them)"
-            return (text + f"; the largest {'gain' if mean >= 0 else 'drop'} was at "
-                    f"{q.label(at)} ({_diff_text(diffs[at], metric, signed=True)})")
+                pairs[level] = (b.mean, a.mean)
+        if len(pairs) >= 2:
+            # the levels of q are the pairs: the interval says whether the effect is
+            # consistent across them, beyond how much it varies from one to the next
+            paired = paired_over_seeds([b for b, _ in pairs.values()],
+                                       [a for _, a in pairs.values()])
+            mean, ci = paired.effect, _interval_text(paired.ci_low, paired.ci_high, metric)
+            ups = sum(1 for b, a in pairs.values() if b > a)
+            downs = sum(1 for b, a in pairs.values() if b < a)
+            over = f"{len(pairs)} {noun(q.name, plural=True)}"
+            split = f"higher at {ups}, lower at {downs}"
+            if _excludes_zero(paired.ci_low, paired.ci_high):
+                return (f"{subject} {'raised' if mean > 0 else 'lowered'} mean {metric} by "
+                        f"{_diff_text(mean, metric)} across {over} ({ci} over them; {split})")
+            return (f"{subject} changed mean {metric} by {_diff_text(mean, metric, signed=True)} "
+                    f"across {over}, within noise ({ci} over them; {split}; per "
+                    f"{noun(q.name)}: see the tested differences)")
     cells = aggregate(runs, (p.name,), metric)
     a, b = cells.get((_hashable(low),)), cells.get((_hashable(high),))
     if a is None or b is None:
         return None
     diff = b.mean - a.mean
-    return (f"{subject} {'raised' if diff >= 0 else 'lowered'} mean {metric} from "
-            f"{_value_text(a.mean, metric)} to {_value_text(b.mean, metric)} "
-            f"({_diff_text(diff, metric, signed=True)}; {a.n} vs {b.n} runs)")
+    counts = f"{a.n} vs {b.n} runs"
+    moved = (f"mean {metric} from {_value_text(a.mean, metric)} to "
+             f"{_value_text(b.mean, metric)} ({_diff_text(diff, metric, signed=True)}")
+    if a.n < 2 or b.n < 2:
+        return (f"{subject} changed {moved}; {counts}, too few for an interval: see the "
+                "tested differences)")
+    ci_low, ci_high = _welch_interval([r.value(metric) for r in b.runs],
+                                      [r.value(metric) for r in a.runs])
+    ci = _interval_text(ci_low, ci_high, metric)
+    if _excludes_zero(ci_low, ci_high):
+        return f"{subject} {'raised' if diff > 0 else 'lowered'} {moved}; {counts}; {ci})"
+    return f"{subject} changed {moved}, within noise; {counts}; {ci})"
 
 
 def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
@@ -395,16 +439,17 @@ def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
             options = {pv: s.mean for (a, pv), s in pairs.items() if a == _hashable(qv)}
             if len(options) >= 2:
                 best_for[qv] = better(options, key=lambda k: options[k])
+        # "highest mean", not "best" nor "depended on": whether one level beats another, at
+        # any setting, is for the tests to say
         if len(best_for) >= 2 and len(set(best_for.values())) > 1:
-            text += "; the best " + noun(p.name) + " depended on " + noun(q.name) + ": " + \
-                ", ".join(f"{p.fmt(pv)} with {q.label(qv)}" for qv, pv in best_for.items())
+            text += (f"; the {noun(p.name)} with the highest mean differed between "
+                     f"{noun(q.name, plural=True)}: " + ", ".join(
+                         f"{p.fmt(pv)} with {q.label(qv)}" for qv, pv in best_for.items()))
         elif len(best_for) >= 2:
             every = "both" if len(best_for) == 2 else f"all {len(best_for)}"
-            # "highest mean", not "best": whether it beats the others is for the tests to say
             text += (f"; {p.label(next(iter(best_for.values())))} had the highest mean for "
-                     f"{every} {noun(q.name, plural=True)} (untested here; see the tested "
-                     "differences)")
-    return text
+                     f"{every} {noun(q.name, plural=True)}")
+    return text + " (untested here; see the tested differences)"
 
 
 def _trend_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param) -> str | None:
@@ -414,12 +459,14 @@ def _trend_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param) -> str |
         return None
     from scipy.stats import spearmanr
 
-    rho = float(spearmanr([x for x, _ in pairs], [y for _, y in pairs]).statistic)
-    if not math.isfinite(rho):
+    result = spearmanr([x for x, _ in pairs], [y for _, y in pairs])
+    rho, p_value = float(result.statistic), float(result.pvalue)
+    if not (math.isfinite(rho) and math.isfinite(p_value)):
         return None
-    trend = "showed no clear trend" if abs(rho) < 0.3 else ("rose" if rho > 0 else "fell")
+    # "rose"/"fell" only where a rank correlation that strong is unlikely without a trend
+    trend = ("rose" if rho > 0 else "fell") if p_value < 0.05 else "showed no significant trend"
     return (f"over {len(pairs)} runs, {an.metric} {trend} with {p.name} (Spearman ρ = "
-            f"{rho:+.2f})")
+            f"{rho:+.2f}, p = {p_value:.2g})")
 
 
 def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str]) -> str:
