@@ -113,6 +113,20 @@ def test_every_interval_excludes_zero_exactly_when_its_p_is_below_alpha(alpha):
         assert (low > 0 or high < 0) == (t.p_value < alpha), trial
 
 
+@pytest.mark.parametrize("at_or_below_zero", [48, 49, 50, 51])
+def test_the_bootstrap_interval_and_p_agree_at_the_boundary(at_or_below_zero):
+    # 2000 resampled differences, as given: at 95%, 49 at or below 0 is p = 0.049 and 50 is
+    # p = 0.05; the interval must exclude 0 in the first case and hold it in the second
+    draws = [-0.001 * (k + 1) for k in range(at_or_below_zero)]
+    draws += [0.001 * (k + 1) for k in range(2000 - at_or_below_zero)]
+    values = iter([0.5] + draws)  # the first call is the effect on all images
+
+    result = S.paired_bootstrap(lambda i: next(values), lambda i: 0.0, 10, n_boot=2000)
+    assert result.p_value == pytest.approx(2 * at_or_below_zero / 2000)
+    low, high = result.interval(0.95)
+    assert (low > 0) == (result.p_value < 0.05)
+
+
 def test_adjusted_intervals_agree_with_the_benjamini_hochberg_verdicts():
     assert S.adjusted_confidence(1, 0) == pytest.approx(0.95)
     assert S.adjusted_confidence(9, 0) == pytest.approx(1 - 0.05 / 9)
