@@ -127,3 +127,23 @@ def test_store_cost_is_shared_evenly_and_old_runs_keep_their_train_time():
     note = cost_note(costs[r.name] for r in runs[:3])
     assert "the 4 feature stores they used took 48.0 s" in note
     assert "48.0 s over these 3 frozen runs" in note
+
+
+def test_the_findings_give_what_a_frozen_run_cost_not_only_its_training():
+    from wbclf.reporting import analysis as A
+    from wbclf.reporting.collect import Study
+
+    runs = []
+    for i, lr in enumerate((1e-3, 3e-3, 1e-2)):
+        runs.append(RunRecord(name=f"f{i}", path=None, study="s", config={"lr": lr}, summary={
+            "status": "finished", "val/acc": 0.8 + 0.01 * i, "train/time_s": 0.3 + 0.1 * i,
+            "time/train_s": 0.3 + 0.1 * i, "time/eval_s": 0.1,
+            "features/store": "k1", "features/store_build_s": 30.0}))
+    an = A.analyze(Study("s", Path("."), runs))
+    text = " ".join(A.findings(an, run_costs(runs)))
+    # 0.3 + 0.1 + 30 / 3 = 10.4 s for the fastest, 10.6 s for the slowest, 31.5 s in all
+    assert ("Training epochs took 0.3 s (lr=1.0e-3) to 0.5 s (lr=1.0e-2) per run, 1 s in all; "
+            "with evaluation and feature extraction (amortized), a run cost 10.4 s to 10.6 s, "
+            "32 s in all.") in text
+    alone = " ".join(A.findings(an))
+    assert "per run, 1 s in all (training alone)." in alone

@@ -64,8 +64,10 @@ def test_null_study_gets_a_null_answer(null_study):
             for run in null_study.glob("run-*")}
     assert len(accs) > 1  # the runs differ: there is noise to be fooled by
     assert claims and all(FIELDS <= set(c) for c in claims)
-    factor = [c for c in claims if c["kind"] == "factor_effect"]
-    assert [c["factor"] for c in factor] == ["batch_size"]
+    # one factor, two levels: best vs runner-up is the factor's test, stated once
+    assert [c["kind"] for c in claims] == ["best"] * len(claims)
+    assert {c["factor"] for c in claims} == {"batch_size"}
+    factor = [c for c in claims if c["metric"] == "test/acc"]
     assert factor[0]["n_seeds"] == 2 and factor[0]["test"] == "paired_t_over_seeds"
     for claim in claims:
         assert claim["significant"] is False, claim["text"]
@@ -87,8 +89,9 @@ def test_null_study_gets_a_null_answer(null_study):
 @pytest.mark.slow
 def test_large_real_effect_is_significant(effect_study):
     claims = _findings(effect_study)
-    factor = next(c for c in claims if c["kind"] == "factor_effect")
-    assert factor["factor"] == "epochs" and factor["test"] == "mcnemar_exact"
+    factor = next(c for c in claims if c["metric"] == "test/acc")
+    assert factor["kind"] == "best" and factor["factor"] == "epochs"
+    assert factor["test"] == "mcnemar_exact" and len(claims) == 2  # acc and macro-F1, once
     assert (factor["a"], factor["b"]) == ("epochs=8", "epochs=1")
     assert factor["significant"] is True, factor["text"]
     assert factor["effect"] > 0.2 and factor["ci_low"] > 0
@@ -134,9 +137,46 @@ def test_a_widened_interval_says_at_what_confidence():
                   "mcnemar_exact", ci_level=1 - 0.05 / 9, compared=9)
     assert ("no significant difference between batch_norm=True and batch_norm=False on test "
             "accuracy (+5.7 points, 99.4% CI -0.3 to +11.7 points, widened for 9 comparisons, "
-            "p = 0.011, adjusted 0.099; McNemar's exact test on 332 test images)"
+            "p = 0.011, adjusted 0.099; McNemar's exact test on 332 test images, one run each)"
             ) == claim_text(claim)
     alone = claim_text(replace(claim, ci_level=0.95, compared=1))
     assert "95% CI -0.3 to +11.7 points, p = " in alone and "widened" not in alone
     many = claim_text(replace(claim, ci_level=1 - 0.05 / 2000, compared=2000))
     assert "99.99" in many and "100%" not in many
+
+
+def test_best_vs_runner_up_is_not_tested_twice(tmp_path):
+    """A 2 x 2 study whose runner-up differs from the best in one factor: that pair is one
+    claim per metric (kind best, the factor named), not a second factor claim beside it."""
+    import numpy as np
+    import yaml
+
+    from wbclf.reporting.analysis import analyze
+    from wbclf.reporting.claims import study_claims
+    from wbclf.reporting.collect import collect_studies
+    from wbclf.tracking.predictions import write_predictions
+    from wbclf.tracking.records import Evaluation
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    for i, (bn, lr, skill) in enumerate(((True, 1e-3, 0.80), (True, 1e-2, 0.75),
+                                         (False, 1e-3, 0.70), (False, 1e-2, 0.60))):
+        run = tmp_path / "study" / f"trial-{i}"
+        run.mkdir(parents=True)
+        right = rng.random(200) < skill
+        p1 = np.where(right == (labels == 1), 0.8, 0.2)
+        write_predictions(run, Evaluation("test", labels, np.stack([1 - p1, p1], 1), 0.0, {},
+                                          ["a", "b"], paths=[f"x/{k}.jpg" for k in range(200)]))
+        (run / "config.yaml").write_text(yaml.safe_dump({"batch_norm": bn, "lr": lr}))
+        (run / "summary.json").write_text(json.dumps({
+            "status": "finished", "val/acc": skill, "test/acc": float(right.mean()),
+            "test/auc": 0.7, "data/test_images": 200}))
+    claims = study_claims(analyze(collect_studies(tmp_path / "study")[0]))
+    pairs = [(c.at, frozenset((c.a, c.b))) for c in claims if c.metric == "test/acc"]
+    assert len(pairs) == len(set(pairs)), [c.text for c in claims]
+    best = [c for c in claims if c.kind == "best"]
+    assert {c.factor for c in best} == {"lr"} and len(best) == 3  # acc, macro-F1, AUC
+    # the other three factor comparisons remain: batch norm at each lr, lr without batch norm
+    assert sorted(c.at for c in claims if c.kind == "factor_effect") == \
+        ["batch_norm=False", "lr=1.0e-2", "lr=1.0e-3"]
+    assert all(c.compared == len(claims) == 6 for c in claims)

@@ -108,4 +108,34 @@ def test_report_names_the_pareto_optimal_runs(tmp_path):
     latency = next(f for f in page.findings if "against latency" in f)
     assert all(f"w{w} " in latency for w in (4, 8, 32)) and "w16" not in latency
     assert any("against FLOPs" in f for f in page.findings)
+    assert "(single runs, differences untested)" in latency
     assert any(p.name.endswith("cost.png") for p in (tmp_path / "report_files").iterdir())
+
+    # a second dataset that scores higher everywhere has its own front: it never hides
+    # melanoma's runs
+    for width, acc, params, flops, latency in runs:
+        _write_run(root / f"p{width}", {"dataset": "plant-disease", "width": width,
+                                        "run_name": f"p{width}"},
+                   {"status": "finished", "val/acc": acc + 0.1, "test/acc": acc + 0.1,
+                    "model/params": params, "model/flops": flops,
+                    "model/latency_ms": latency, "model/throughput": 1000 / latency,
+                    "best_epoch": 1}, [{"epoch": 1, "val/acc": acc + 0.1}])
+    write_local_report(root, out)
+    fronts = [f for f in parse_html(out).findings if "against latency" in f]
+    assert len(fronts) == 2
+    melanoma = next(f for f in fronts if f.startswith("On melanoma: "))
+    assert all(f"w{w} " in melanoma for w in (4, 8, 32)) and "p" not in melanoma.split(":")[2]
+
+
+def test_the_pareto_front_of_a_metric_to_minimize():
+    from wbclf.reporting.collect import RunRecord
+    from wbclf.reporting.pareto import pareto_runs
+
+    runs = []
+    for name, loss, params in (("a", 0.5, 1e4), ("b", 0.9, 2e4), ("c", 0.3, 4e4)):
+        run = RunRecord(name=name, path=None, study="s", config={})
+        run.summary = {"val/loss": loss, "model/params": params}
+        runs.append(run)
+    assert [r.name for r in pareto_runs(runs, "model/params", "val/loss", "minimize")] == \
+        ["a", "c"]
+    assert [r.name for r in pareto_runs(runs, "model/params", "val/loss")] == ["a", "b"]

@@ -8,7 +8,7 @@ figures (a zero would be a lie), so it is listed instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -469,7 +469,9 @@ def _trend_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param) -> str |
             f"{rho:+.2f}, p = {p_value:.2g})")
 
 
-def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str]) -> str:
+def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str],
+                   among: int = 1) -> str:
+    """The best of ``among`` runs with its figures."""
     metric = an.metric
     extras = []
     for key, words in (("test/acc", "test/acc"), ("test/macro_f1", "test macro-F1"),
@@ -484,7 +486,12 @@ def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str]) -
     which = f" ({an.label(best, exclude)})" if any(p.name not in exclude for p in an.params) \
         else ""
     text = (f"The best run is {best.short_name}{which}: {metric} "
-            f"{_value_text(best.value(metric), metric)}" + (f"; {tail}" if tail else ""))
+            f"{_value_text(best.value(metric), metric)}")
+    if among > 1:
+        # the maximum of several noisy figures overstates the run; test played no part
+        text += (f" (the highest of {among} runs, so biased upward"
+                 + ("; the test figures are not)" if tail else ")"))
+    text += f"; {tail}" if tail else ""
     if size is not None:
         text += f"; {int(size):,} parameters"
     if took is not None:
@@ -499,11 +506,19 @@ def _seed_sentence(an: StudyAnalysis, runs: list[RunRecord]) -> str | None:
     cells = [s for s in aggregate(runs, keys, an.metric).values() if s.n > 1]
     if not cells:
         return None
+    from scipy.stats import t as student_t
+
     spread = float(np.mean([s.std for s in cells]))
     seeds = len({r.config.get(REPLICATE) for r in runs})
+    n = min(s.n for s in cells)
+    # Half the width of the 95% interval of a difference between two settings of n seeds
+    # each at that spread (unpaired): a difference below it cannot be told from noise. One
+    # standard deviation, the rule of thumb, is too small a bar.
+    bar = float(student_t.ppf(0.975, 2 * n - 2)) * spread * math.sqrt(2 / n)
     return (f"each setting ran with {seeds} seeds; the standard deviation of {an.metric} "
-            f"between seeds averaged {_diff_text(spread, an.metric)}, so smaller differences "
-            "are within noise")
+            f"between seeds averaged {_diff_text(spread, an.metric)}, so with {n} seeds a "
+            f"difference between two settings below about {_diff_text(bar, an.metric)} "
+            "cannot be told from noise (the tested differences pair the seeds)")
 
 
 def _size_sentence(an: StudyAnalysis, runs: list[RunRecord]) -> str | None:
@@ -533,16 +548,30 @@ def sizes_differ(runs: Sequence[RunRecord], ratio: float = 1.2) -> bool:
     return len(sizes) >= 2 and max(sizes) / min(sizes) >= ratio
 
 
-def _time_sentence(an: StudyAnalysis, runs: list[RunRecord]) -> str | None:
+def _time_sentence(an: StudyAnalysis, runs: list[RunRecord],
+                   costs: Mapping[str, Any] | None = None) -> str | None:
+    """How long the runs trained, and, where the report knows it, what each run cost in all.
+
+    Training time alone makes a frozen run look free (its backbone pass is in the feature
+    store's build), so the cost per run (``reporting.costs``) follows whenever it adds more.
+    """
     timed = sorted((r for r in runs if r.value("train/time_s") is not None),
                    key=lambda r: (r.value("train/time_s"), r.name))
     if len(timed) < 2:
         return None
     fast, slow = timed[0], timed[-1]
     total = sum(r.value("train/time_s") for r in timed)
-    return (f"training took {fast.value('train/time_s'):.1f} s ({an.label(fast, (FACET,))}) "
-            f"to {slow.value('train/time_s'):.1f} s ({an.label(slow, (FACET,))}) per run, "
-            f"{total:.0f} s in all")
+    text = (f"training epochs took {fast.value('train/time_s'):.1f} s "
+            f"({an.label(fast, (FACET,))}) to {slow.value('train/time_s'):.1f} s "
+            f"({an.label(slow, (FACET,))}) per run, {total:.0f} s in all")
+    costed = [costs[r.name] for r in timed if costs and r.name in costs]
+    if len(costed) < len(timed) or not any(c.eval_s or c.features_s for c in costed):
+        return text + " (training alone)"
+    parts = "evaluation" + (" and feature extraction (amortized)"
+                            if any(c.features_s for c in costed) else "")
+    totals = sorted(c.total_s for c in costed)
+    return (text + f"; with {parts}, a run cost {totals[0]:.1f} s to {totals[-1]:.1f} s, "
+            f"{sum(totals):.0f} s in all")
 
 
 def _failed_sentence(an: StudyAnalysis) -> str | None:
@@ -558,8 +587,11 @@ def _failed_sentence(an: StudyAnalysis) -> str | None:
             f"({what}): {which}{more}; they are listed, not plotted")
 
 
-def findings(an: StudyAnalysis) -> list[str]:
-    """Sentences about the study, every number computed from its runs."""
+def findings(an: StudyAnalysis, costs: Mapping[str, Any] | None = None) -> list[str]:
+    """Sentences about the study, every number computed from its runs.
+
+    ``costs``: each run's ``reporting.costs.Cost`` by name, for the time sentence.
+    """
     out: list[str] = []
     total = len(an.study.runs)
     varied = ", ".join(f"{p.name} ({len(p.values)} values)" for p in an.params) or "nothing"
@@ -569,7 +601,7 @@ def findings(an: StudyAnalysis) -> list[str]:
         if not runs:
             continue
         prefix = f"On {dataset}: " if dataset is not None else ""
-        sentences = [_best_sentence(an, runs[0], exclude=(FACET,))]
+        sentences = [_best_sentence(an, runs[0], exclude=(FACET,), among=len(runs))]
         for p in an.factors:
             q = _second_factor(p, an.factors)
             if p.continuous:
@@ -580,7 +612,7 @@ def findings(an: StudyAnalysis) -> list[str]:
                 sentence = _levels_sentence(an, runs, p, q)
             sentences.append(sentence)
         sentences += [_seed_sentence(an, runs), _size_sentence(an, runs),
-                      _time_sentence(an, runs)]
+                      _time_sentence(an, runs, costs)]
         out += [prefix + _capital(s) + "." for s in sentences if s]
     failed = _failed_sentence(an)
     if failed:

@@ -155,10 +155,11 @@ def compare(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: st
 
 
 def _test_words(claim: Claim) -> str:
+    # per-image tests compare two trained models (one run each), not two settings
     if claim.test == "mcnemar_exact":
-        return f"McNemar's exact test on {claim.n_images} test images"
+        return f"McNemar's exact test on {claim.n_images} test images, one run each"
     if claim.test == "paired_bootstrap":
-        return f"paired bootstrap over {claim.n_images} test images"
+        return f"paired bootstrap over {claim.n_images} test images, one run each"
     return f"paired t-test over {claim.n_seeds} seeds"
 
 
@@ -228,8 +229,13 @@ def _new_claim(an: A.StudyAnalysis, kind: str, factor: str | None, a: str, b: st
                  result.n_seeds, result.test, at, result=result)
 
 
+def _pair(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord]) -> frozenset:
+    """Which two groups of runs a comparison sets against each other, in either order."""
+    return frozenset((frozenset(r.name for r in runs_a), frozenset(r.name for r in runs_b)))
+
+
 def _best_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
-                 cache: _PredictionCache) -> list[Claim]:
+                 cache: _PredictionCache, tested: set[tuple[frozenset, str]]) -> list[Claim]:
     groups: dict[tuple[Any, ...], list[RunRecord]] = {}
     for run in runs:
         groups.setdefault(_config_key(run, an.factors), []).append(run)
@@ -240,13 +246,18 @@ def _best_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
     best, second = ranked[0], ranked[1]
     a = prefix + _label(best, an.factors, groups[best][0].short_name)
     b = prefix + _label(second, an.factors, groups[second][0].short_name)
-    return [_new_claim(an, "best", None, a, b, m,
+    tested.update((_pair(groups[best], groups[second]), m) for m in _metrics(an))
+    # settings one factor apart: this is also that factor's test (its own copy is skipped)
+    apart = [p.name for p, x, y in zip(an.factors, best, second) if x != y]
+    factor = apart[0] if len(apart) == 1 else None
+    return [_new_claim(an, "best", factor, a, b, m,
                        compare(groups[best], groups[second], m, cache))
             for m in _metrics(an)]
 
 
 def _factor_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
-                   cache: _PredictionCache) -> list[Claim]:
+                   cache: _PredictionCache, tested: set[tuple[frozenset, str]]
+                   ) -> list[Claim]:
     claims = []
     for p in an.factors:
         if p.continuous:
@@ -264,6 +275,10 @@ def _factor_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
             else:
                 sign = 1.0 if an.goal == "maximize" else -1.0
                 high, low = sorted(levels, key=lambda v: -sign * _mean(levels[v], an.metric))[:2]
+            if (_pair(levels[high], levels[low]), "test/acc") in tested:
+                # the same two groups as best vs runner-up: one test, counted once (a second
+                # copy would read as more evidence and weigh twice in the adjustment)
+                continue
             at = prefix + _label(where, others, "")
             claims.append(_new_claim(an, "factor_effect", p.name, p.label(high), p.label(low),
                                      "test/acc", compare(levels[high], levels[low],
@@ -279,8 +294,9 @@ def study_claims(an: A.StudyAnalysis) -> list[Claim]:
         if not runs:
             continue
         prefix = f"{dataset} " if dataset is not None else ""
-        claims += _best_claims(an, runs, prefix, cache)
-        claims += _factor_claims(an, runs, prefix, cache)
+        tested: set[tuple[frozenset, str]] = set()
+        claims += _best_claims(an, runs, prefix, cache, tested)
+        claims += _factor_claims(an, runs, prefix, cache, tested)
     tested = [c for c in claims if c.test != UNAVAILABLE and c.p_value is not None
               and math.isfinite(c.p_value)]
     for claim, adjusted in zip(tested, adjust_bh([c.p_value for c in tested])):

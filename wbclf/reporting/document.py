@@ -334,7 +334,7 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
     b.add(Text(f"Folder {where}; compared on {an.metric} ({an.goal})"
                + (f"; fixed: {fixed}" if fixed else "") + ".", "note"))
     b.add(Heading(3, "Findings", f"{key}-findings"))
-    b.add(Bullets(A.findings(an) + chance_findings(an) + leak_findings(an.finished)))
+    b.add(Bullets(A.findings(an, b.costs) + chance_findings(an) + leak_findings(an.finished)))
     claims = study_claims(an)
     b.claims += claims
     if claims:
@@ -388,13 +388,15 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
 
 def _cost_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
     """The metric against parameters, FLOPs and latency; the Pareto-optimal runs named."""
-    fig = cost_figure(an.finished, an.metric)
+    groups = [(dataset, runs) for dataset, runs in an.dataset_groups() if runs]
+    fig = cost_figure(groups, an.metric, an.goal)
     if fig is None:
         return
     b.add(Heading(3, "Accuracy against cost", f"{key}-cost"))
-    b.add(Bullets(cost_findings(an.finished, an.metric)))
+    b.add(Bullets(cost_findings(groups, an.metric, an.goal)))
     b.figure(fig, f"{key}-cost.png", f"{an.metric} against parameters, FLOPs and measured "
-             "inference latency (log x); the line joins the Pareto-optimal runs.")
+             "inference latency (log x); the line joins the Pareto-optimal runs"
+             + (" of each dataset" if len(groups) > 1 else "") + ".")
 
 
 def _efficiency_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:

@@ -1,8 +1,10 @@
 """Accuracy against cost: the Pareto-optimal runs by parameters, FLOPs and measured latency.
 
 For studies that vary the model's size (width, depth, blocks, backbone): a run is
-Pareto-optimal for a cost when no run that costs no more scores better. Each cost gets a
-panel (log x; the front drawn through its runs) and a finding naming the runs on the front.
+Pareto-optimal for a cost when no run that costs no more scores better (higher, or lower for
+a metric to minimize). Runs of different datasets never compete: each dataset has its own
+front. Each cost gets a panel (log x; a front per dataset drawn through its runs) and a
+finding naming the runs on the front; single runs on val, so the finding says it is untested.
 """
 
 from __future__ import annotations
@@ -19,33 +21,44 @@ COSTS: tuple[tuple[str, str], ...] = (("model/params", "parameters"),
 SIZE_FIELDS = ("width", "depth", "blocks_per_stage", "model", "head_hidden")
 
 
-def pareto_runs(runs: Sequence[RunRecord], cost: str, metric: str) -> list[RunRecord]:
+Groups = Sequence[tuple[str | None, Sequence[RunRecord]]]  # (dataset or None, its runs)
+
+
+def pareto_runs(runs: Sequence[RunRecord], cost: str, metric: str, goal: str = "maximize"
+                ) -> list[RunRecord]:
     """Runs no cheaper-or-equal run beats on ``metric``, cheapest first."""
+    sign = 1.0 if goal == "maximize" else -1.0
     scored = [r for r in runs if r.value(cost) is not None and r.value(metric) is not None
               and r.value(cost) > 0]
-    scored.sort(key=lambda r: (r.value(cost), -r.value(metric)))
+    scored.sort(key=lambda r: (r.value(cost), -sign * r.value(metric)))
     front: list[RunRecord] = []
     for run in scored:
-        if not front or run.value(metric) > front[-1].value(metric):
+        if not front or sign * run.value(metric) > sign * front[-1].value(metric):
             front.append(run)
     return front
 
 
-def measured_costs(runs: Sequence[RunRecord], metric: str) -> list[tuple[str, str]]:
-    """The costs at least two runs have a figure for."""
+def measured_costs(groups: Groups, metric: str) -> list[tuple[str, str]]:
+    """The costs at least two runs of one dataset have a figure for."""
     return [(key, label) for key, label in COSTS
-            if len(pareto_runs(runs, key, metric)) and sum(
-                1 for r in runs if r.value(key)) >= 2]
+            if any(sum(1 for r in runs if r.value(key) and r.value(metric) is not None) >= 2
+                   for _, runs in groups)]
 
 
-def cost_findings(runs: Sequence[RunRecord], metric: str) -> list[str]:
-    """One sentence per cost naming its Pareto-optimal runs."""
+def cost_findings(groups: Groups, metric: str, goal: str = "maximize") -> list[str]:
+    """One sentence per cost and dataset naming its Pareto-optimal runs."""
     sentences = []
-    for key, label in measured_costs(runs, metric):
-        front = pareto_runs(runs, key, metric)
-        named = ", ".join(f"{r.short_name} ({metric} {r.value(metric):.3f} at "
-                          f"{_amount(r.value(key), key)})" for r in front)
-        sentences.append(f"Pareto-optimal on {metric} against {label}: {named}.")
+    for key, label in measured_costs(groups, metric):
+        for dataset, runs in groups:
+            front = pareto_runs(runs, key, metric, goal)
+            if not front:
+                continue
+            named = ", ".join(f"{r.short_name} ({metric} {r.value(metric):.3f} at "
+                              f"{_amount(r.value(key), key)})" for r in front)
+            where = f"On {dataset}: p" if dataset is not None else "P"
+            # each run on its own, any margin: a run one image ahead is on the front
+            sentences.append(f"{where}areto-optimal on {metric} against {label} (single runs, "
+                             f"differences untested): {named}.")
     return sentences
 
 
@@ -58,20 +71,23 @@ def _amount(value: float, key: str) -> str:
     return f"{value:.3g}"
 
 
-def cost_figure(runs: Sequence[RunRecord], metric: str) -> Figure | None:
-    """One panel per measured cost: every run, and the Pareto front through its runs."""
-    costs = measured_costs(runs, metric)
+def cost_figure(groups: Groups, metric: str, goal: str = "maximize") -> Figure | None:
+    """One panel per measured cost: every run, and a Pareto front per dataset."""
+    costs = measured_costs(groups, metric)
     if not costs:
         return None
     fig = Figure(figsize=(4.4 * len(costs), 3.8), layout="constrained")
     for k, (key, label) in enumerate(costs):
         ax = fig.add_subplot(1, len(costs), k + 1)
-        chosen = [r for r in runs if r.value(key) and r.value(metric) is not None]
-        ax.scatter([r.value(key) for r in chosen], [r.value(metric) for r in chosen], s=22,
-                   color="0.6", label="runs")
-        front = pareto_runs(runs, key, metric)
-        ax.plot([r.value(key) for r in front], [r.value(metric) for r in front], marker="o",
-                color="C3", label="Pareto-optimal")
+        for g, (dataset, runs) in enumerate(groups):
+            chosen = [r for r in runs if r.value(key) and r.value(metric) is not None]
+            color = f"C{(g + 3) % 10}"
+            ax.scatter([r.value(key) for r in chosen], [r.value(metric) for r in chosen], s=22,
+                       color=color, alpha=0.45)
+            front = pareto_runs(runs, key, metric, goal)
+            ax.plot([r.value(key) for r in front], [r.value(metric) for r in front],
+                    marker="o", color=color,
+                    label=f"Pareto-optimal{f' ({dataset})' if dataset is not None else ''}")
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
