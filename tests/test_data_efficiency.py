@@ -1,9 +1,11 @@
 """train_size: stratified, nested training subsets; val and test never change."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
+import yaml
 
 from wbclf.config import ConfigError, build_config
 from wbclf.data.datasets import prepare_data
@@ -67,6 +69,15 @@ def test_report_plots_the_curves_and_says_where_they_cross(tmp_path):
     assert any("cross between 500 and 1000 training images" in f
                and "frozen leads below, scratch above" in f for f in page.findings)
     assert any(p.name.endswith("efficiency.png") for p in (tmp_path / "report_files").iterdir())
+    assert "(log x; mean and ± 1 std over its runs at each size)." in out.read_text()
+    # a second learning rate: each point now averages over it, and the caption says so
+    for name in [p.name for p in root.iterdir()]:
+        config = yaml.safe_load((root / name / "config.yaml").read_text())
+        summary = json.loads((root / name / "summary.json").read_text())
+        _write_run(root / f"{name}-lr", {**config, "lr": 1e-1, "run_name": f"{name}-lr"},
+                   {**summary, "val/acc": 0.5}, [{"epoch": 1, "val/acc": 0.5}])
+    write_local_report(root, out)
+    assert "std over its runs at each size, whatever their lr)." in out.read_text()
 
 
 @pytest.mark.slow
@@ -109,5 +120,7 @@ def test_crossings_skip_ties():
                      "training images)."]
     tie_first = crossings({"frozen": curve((0.5, 0.8, 0.7)),
                            "scratch": curve((0.5, 0.6, 0.9))}, "val/acc")
+    # any gap is a lead: the sentence says the crossing is untested
     assert tie_first == ["The frozen and scratch curves cross between 50 and 100 training "
-                         "images: frozen leads below, scratch above."]
+                         "images: frozen leads below, scratch above (mean gaps at each size, "
+                         "any margin, untested)."]

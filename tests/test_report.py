@@ -458,8 +458,9 @@ def test_strategy_section_from_run_directories(tmp_path):
     page = parse_html(out)
     assert "Scratch vs frozen vs fine-tune" in page.headings
     header = next(t for t in page.tables if "best configuration" in t)
-    assert header[:4] == ["dataset", "strategy", "best configuration", "seeds"]
+    assert header[:5] == ["dataset", "strategy", "best configuration", "chosen from", "seeds"]
     row = dict(zip(header, page.rows["strategy:melanoma:finetune"]))
+    assert row["chosen from"] == "1"
     accs = [0.91, 0.93]
     assert row["test/acc"] == f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f}"
     assert row["seeds"] == "2" and row["trainable params"] == "4,000,000"
@@ -467,6 +468,42 @@ def test_strategy_section_from_run_directories(tmp_path):
     assert row["test/acc 95% CI over seeds"] == "[0.793, 1.000]"
     assert dict(zip(header, page.rows["strategy:melanoma:frozen"]))["trainable params"] == "1,281"
     assert (out.parent / "report_files" / "strategies.png").is_file()
+    # each pair of strategies is tested (paired t over the 2 shared seeds), in findings.json
+    claims = [c for c in json.loads((tmp_path / "findings.json").read_text())
+              if c["kind"] == "strategy"]
+    assert sorted((c["a"], c["b"]) for c in claims) == [
+        ("melanoma finetune", "melanoma frozen"), ("melanoma finetune", "melanoma scratch"),
+        ("melanoma frozen", "melanoma scratch")]
+    assert all(c["test"] == "paired_t_over_seeds" and c["n_seeds"] == 2 for c in claims)
+    html = out.read_text()
+    assert all(c["text"] in html for c in claims)
+
+
+def test_the_strategy_row_is_a_replicated_configuration_labelled_with_its_budget(tmp_path):
+    """A lucky single run does not outrank a mean over seeds, and settings that differ
+    between the rows (epochs here) are in the labels."""
+    root = tmp_path / "runs"
+    runs = [("scratch", 1e-2, 15, 0, 0.90)]  # one lucky run of a swept lr
+    runs += [("scratch", 1e-3, 15, seed, 0.80 + seed / 100) for seed in (0, 1, 2)]
+    runs += [("frozen", 1e-3, 5, seed, 0.75 + seed / 100) for seed in (0, 1, 2)]
+    for i, (strategy, lr, epochs, seed, acc) in enumerate(runs):
+        config = {"dataset": "melanoma", "model": "scratch" if strategy == "scratch" else
+                  "tf_efficientnet_lite0", "strategy": strategy, "lr": lr, "epochs": epochs,
+                  "seed": seed, "run_name": f"r{i}"}
+        s = {"status": "finished", "val/acc": acc, "test/acc": acc - 0.02, "best_epoch": 1,
+             "test/macro_f1": acc - 0.03, "train/time_s": 5.0}
+        _write_run(root / f"r{i}", config, s, [{"epoch": 1, "val/acc": acc}])
+    an = A.analyze(collect_studies(root)[0])
+    rows = {r.strategy: r for r in A.strategy_rows([an])}
+    scratch = rows["scratch"]
+    assert {r.config["lr"] for r in scratch.runs} == {1e-3} and len(scratch.runs) == 3
+    assert (scratch.configs, scratch.tried) == (1, 2)
+    assert scratch.label.endswith("epochs=15") and rows["frozen"].label.endswith("epochs=5")
+    out = tmp_path / "r.html"
+    write_local_report(root, out)
+    page = parse_html(out)
+    header = next(t for t in page.tables if "best configuration" in t)
+    assert dict(zip(header, page.rows["strategy:melanoma:scratch"]))["chosen from"] == "1 of 2"
 
 
 def test_collect_lists_sweep_trials_without_run_directory(tmp_path):
@@ -540,3 +577,20 @@ def test_search_study_on_two_datasets_renders(tmp_path):
                                 "val/acc")[0]
     assert f"On melanoma: The best run is {best_melanoma.short_name} " in text
     assert "Size and accuracy" in page.headings
+
+
+def test_averaged_figures_say_what_they_average_over(tmp_path):
+    root = tmp_path / "runs"
+    for width in (8, 16):
+        for depth in (2, 3):
+            for lr in (1e-3, 1e-2):
+                name = f"w{width}-d{depth}-lr{lr}"
+                acc = 0.6 + width / 100 + depth / 100 - (0.2 if lr == 1e-2 else 0)
+                _write_run(root / name, {"dataset": "melanoma", "width": width, "depth": depth,
+                                         "lr": lr, "run_name": name},
+                           {"status": "finished", "val/acc": acc, "test/acc": acc,
+                            "best_epoch": 1}, [{"epoch": 1, "val/acc": acc}])
+    out = tmp_path / "report.html"
+    write_local_report(root, out)
+    # a bad learning rate is in every cell's mean: the caption names what it averages over
+    assert "Mean val/acc in each width x depth cell, over lr." in out.read_text()

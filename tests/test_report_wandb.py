@@ -157,6 +157,10 @@ def test_strategy_time_panel_shows_the_feature_extraction(no_network):
     assert len(timed) == 1
     names = [m.name for m in timed[0].metrics]
     assert names == ["time/train_s", "time/features_s", "time/eval_s"]
+    # the bars average every run of a strategy: the report says so above them
+    texts = [str(getattr(b, "text", "")) for b in report.blocks]
+    assert any("mean (± std) over every run of a strategy" in t and "not tested" in t
+               for t in texts), texts
     assert all("train/time_s" not in [m.name for m in b.metrics] for b in bars)
 
 
@@ -173,6 +177,10 @@ def test_dry_run_carries_the_tested_findings(tmp_path, capsys, no_network):
     assert code == 0
     assert "H1 Tested differences" in out
     assert f"P  {claims[0]['text']}" in out
+    # how the sentences were adjusted travels with them, and the importance panel is
+    # said to be an untested estimate
+    assert "P  From `wbclf report` on the same runs: p-values adjusted together" in out
+    assert "importance panel is W&B's estimate from these runs, without uncertainty" in out
     path.write_text('{"not": "a list"}')
     code = report_main(["--wandb", "someone/wbclf", "--sweep", "abc", "--sweep-file",
                         str(REPO / "sweeps" / "scratch_bn.yaml"), "--findings", str(path),

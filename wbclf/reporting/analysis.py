@@ -635,8 +635,11 @@ class StrategyRow:
         dataset: The dataset.
         strategy: ``scratch``, ``frozen`` or ``finetune``.
         runs: The runs of the best configuration (one per seed).
-        label: The configuration, e.g. ``scratch CNN lr=1.0e-2``.
+        label: The configuration, e.g. ``scratch CNN lr=1.0e-2``, with every setting that
+            differs from another strategy's row of the same dataset (epochs, image size...).
         stats: ``{metric: Stat}`` for the compared figures.
+        configs: How many configurations of the strategy were candidates (the most-seeded).
+        tried: How many configurations of the strategy finished in all.
     """
 
     dataset: str
@@ -644,11 +647,15 @@ class StrategyRow:
     runs: list[RunRecord]
     label: str
     stats: dict[str, Stat]
+    configs: int = 1
+    tried: int = 1
 
 
 STRATEGY_ORDER = {"scratch": 0, "frozen": 1, "finetune": 2}
 STRATEGY_FIGURES = ("test/acc", "test/macro_f1", "test/auc", "train/time_s", "model/params",
                     "model/trainable_params")
+# shown in every row's label already, or no setting of the comparison
+_LABELLED = {"model", "lr", "width", "depth", "batch_norm", "strategy", FACET, REPLICATE}
 
 
 def strategy_rows(analyses: Sequence[StudyAnalysis],
@@ -656,8 +663,10 @@ def strategy_rows(analyses: Sequence[StudyAnalysis],
     """Per dataset and strategy, the configuration with the best mean ``metric``.
 
     Runs from every study take part, so the best scratch CNN of a scratch study stands next
-    to the frozen and fine-tuned backbones of a transfer study. Empty when only one strategy
-    finished anywhere.
+    to the frozen and fine-tuned backbones of a transfer study. Only the configurations with
+    the most seeds compete: a lucky single run does not outrank a mean over three seeds (a
+    sweep, then its best settings repeated over seeds, keeps the repeated ones). Empty when
+    only one strategy finished anywhere.
     """
     runs = [r for an in analyses for r in an.finished]
     if len({r.config.get("strategy") for r in runs}) < 2:
@@ -674,12 +683,30 @@ def strategy_rows(analyses: Sequence[StudyAnalysis],
             cells = aggregate(pool, keys, metric)
             if not cells:
                 continue
-            top = max(cells.values(), key=lambda s: (s.mean, -len(s.runs)))
+            most = max(s.n for s in cells.values())
+            candidates = [s for s in cells.values() if s.n == most]
+            top = max(candidates, key=lambda s: s.mean)
             chosen = top.runs
             stats = {k: s for k in STRATEGY_FIGURES if (s := stat(chosen, k)) is not None}
             rows.append(StrategyRow(dataset_name(dataset), strategy, chosen,
-                                    _config_label(chosen[0]), stats))
+                                    _config_label(chosen[0]), stats, len(candidates),
+                                    len(cells)))
+    _label_differences(rows)
     return rows
+
+
+def _label_differences(rows: list[StrategyRow]) -> None:
+    """Add to each label the settings that differ between rows of one dataset: a strategy
+    trained for 15 epochs at 128 px must not read as the same budget as one at 224 px."""
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        mine = [r for r in rows if r.dataset == dataset]
+        names = sorted({k for r in mine for k in r.runs[0].config} - IGNORED_FIELDS - _LABELLED)
+        differ = [k for k in names
+                  if len({_hashable(r.runs[0].config.get(k)) for r in mine}) > 1]
+        for row in mine:
+            extra = [f"{k}={fmt_value(row.runs[0].config.get(k), log=k in LOG_FIELDS)}"
+                     for k in differ]
+            row.label = " ".join([row.label, *extra])
 
 
 def _config_label(run: RunRecord) -> str:

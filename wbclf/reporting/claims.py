@@ -26,7 +26,7 @@ from wbclf.reporting.stats import (TestResult, adjust_bh, adjusted_confidence, p
                                    paired_bootstrap, paired_over_seeds)
 from wbclf.tracking.predictions import Predictions, read_predictions
 
-__all__ = ["ALPHA", "Claim", "study_claims"]
+__all__ = ["ALPHA", "Claim", "strategy_claims", "study_claims"]
 
 ALPHA = 0.05
 METRIC_WORDS = {"test/acc": "test accuracy", "test/macro_f1": "test macro-F1",
@@ -39,7 +39,7 @@ class Claim:
     """One tested statement (a row of ``findings.json``)."""
 
     study: str
-    kind: str  # best (best vs runner-up) or factor_effect
+    kind: str  # best (best vs runner-up), factor_effect or strategy
     factor: str | None
     a: str
     b: str
@@ -184,8 +184,8 @@ def claim_text(claim: Claim) -> str:
     what = METRIC_WORDS.get(claim.metric, claim.metric)
     where = f"at {claim.at}: " if claim.at else ""
     if claim.test == UNAVAILABLE:
-        return (f"{where}{claim.a} vs {claim.b} on {what}: no paired test (the runs have no "
-                "per-image predictions and no shared seeds)")
+        return (f"{where}{claim.a} vs {claim.b} on {what}: no paired test (no shared seeds, "
+                "and no per-image predictions of one run each)")
     ci = _ci_words(claim, claim.ci_low, claim.ci_high)
     p = f"p = {claim.p_value:.2g}, adjusted {claim.p_adjusted:.2g}"
     if claim.significant:
@@ -297,6 +297,40 @@ def study_claims(an: A.StudyAnalysis) -> list[Claim]:
         tested: set[tuple[frozenset, str]] = set()
         claims += _best_claims(an, runs, prefix, cache, tested)
         claims += _factor_claims(an, runs, prefix, cache, tested)
+    return _settle(claims)
+
+
+def strategy_claims(rows: Sequence[A.StrategyRow]) -> list[Claim]:
+    """Each pair of strategies' chosen configurations on one dataset, on test accuracy.
+
+    The same tests as within a study (paired over shared seeds, else per image for one run
+    each), adjusted together as one family. The configurations may differ in more than the
+    strategy (the labels say how); the test compares them as they are.
+    """
+    cache = _PredictionCache()
+    claims: list[Claim] = []
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        mine = [r for r in rows if r.dataset == dataset]
+        for i, first in enumerate(mine):
+            for second in mine[i + 1:]:
+                # the better one on val first: the claim is about it
+                a, b = sorted((first, second), key=lambda r: -_mean(r.runs, "val/acc"))
+                result = compare(a.runs, b.runs, "test/acc", cache)
+                names = (f"{dataset} {a.strategy}", f"{dataset} {b.strategy}")
+                if result is None:
+                    claims.append(Claim("strategies", "strategy", "strategy", *names,
+                                        "test/acc", None, None, None, None, None, False, 0, 0,
+                                        UNAVAILABLE))
+                    continue
+                claims.append(Claim("strategies", "strategy", "strategy", *names, "test/acc",
+                                    result.effect, result.ci_low, result.ci_high,
+                                    result.p_value, None, False, result.n_images,
+                                    result.n_seeds, result.test, result=result))
+    return _settle(claims)
+
+
+def _settle(claims: list[Claim]) -> list[Claim]:
+    """Adjust the family's p-values together, widen its intervals to match, word it."""
     tested = [c for c in claims if c.test != UNAVAILABLE and c.p_value is not None
               and math.isfinite(c.p_value)]
     for claim, adjusted in zip(tested, adjust_bh([c.p_value for c in tested])):

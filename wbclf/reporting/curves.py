@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from wbclf.reporting.collect import RunRecord
 
 SIZE_FIELD = "train_size"
+# a lead is any gap between two means, however small: the sentence says it is not a test
+UNTESTED = "mean gaps at each size, any margin, untested"
 
 
 @dataclass(frozen=True)
@@ -71,14 +73,16 @@ def crossings(curves: dict[str, list[Point]], metric: str) -> list[str]:
         if not changes:
             leader = leads[0][1]
             sentences.append(f"{leader} leads {b if leader == a else a} on {metric} at every "
-                             f"size where they differ ({span}): the curves do not cross.")
+                             f"size where they differ ({span}): the curves do not cross "
+                             f"({UNTESTED}).")
             continue
         for i, j in changes:
             before = a if gaps[i] > 0 else b
             after = a if gaps[j] > 0 else b
             sentences.append(f"The {a} and {b} curves cross between "
                              f"{int(shared[i][0].images)} and {int(shared[j][0].images)} "
-                             f"training images: {before} leads below, {after} above.")
+                             f"training images: {before} leads below, {after} above "
+                             f"({UNTESTED}).")
     return sentences
 
 

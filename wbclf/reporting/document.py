@@ -16,7 +16,7 @@ from pathlib import Path
 from wbclf.reporting import analysis as A
 from wbclf.reporting import figures as F
 from wbclf.reporting.chance import FLAG, at_chance, averaged_note, chance_count, chance_findings
-from wbclf.reporting.claims import Claim, adjustment_note, study_claims
+from wbclf.reporting.claims import Claim, adjustment_note, strategy_claims, study_claims
 from wbclf.reporting.collect import RunRecord, Study
 from wbclf.reporting.costs import Cost, cost_note, run_costs
 from wbclf.reporting.curves import crossings, efficiency_curves, efficiency_figure
@@ -252,8 +252,8 @@ def strategy_table(rows: Sequence[A.StrategyRow], costs: dict[str, Cost] | None 
                    ) -> Table:
     binary = any("test/auc" in r.stats for r in rows)
     keys = ["test/acc", "test/macro_f1"] + (["test/auc"] if binary else [])
-    columns = ["dataset", "strategy", "best configuration", "seeds", *keys, "train time (s)",
-               "trainable params"]
+    columns = ["dataset", "strategy", "best configuration", "chosen from", "seeds", *keys,
+               "train time (s)", "trainable params"]
     out = []
     for row in rows:
         cells = []
@@ -263,11 +263,14 @@ def strategy_table(rows: Sequence[A.StrategyRow], costs: dict[str, Cost] | None 
             cells.append("–" if s is None else _fmt(s.mean, kind) + (
                 f" ± {_fmt(s.std, kind)}" if s.n > 1 else ""))
         trainable = row.stats.get("model/trainable_params")
-        out.append([row.dataset, row.strategy, row.label, str(len(row.runs)), *cells,
+        chosen_from = f"{row.configs} of {row.tried}" if row.configs < row.tried \
+            else str(row.tried)
+        out.append([row.dataset, row.strategy, row.label, chosen_from, str(len(row.runs)),
+                    *cells,
                     _fmt(trainable.mean if trainable else None, "int"),
                     _seed_interval(row.stats.get("test/acc"))])
     columns.append("test/acc 95% CI over seeds")
-    numeric = [False, False, False, True, *[True] * (len(keys) + 3)]
+    numeric = [False, False, False, True, True, *[True] * (len(keys) + 3)]
     ids = [f"strategy:{r.dataset}:{r.strategy}" for r in rows]
     table = Table(columns, out, numeric, ids, css_class="strategies")
     _strategy_extras(table, rows, costs or {})
@@ -377,7 +380,10 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
     if "width" in names and "depth" in names:
         b.add(Heading(3, "Width x depth", f"{key}-heatmap"))
         b.figure(F.heatmap_figure(an, names["width"], names["depth"], facets, an.metric),
-                 f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell.")
+                 f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell"
+                 + (", over " + ", ".join(rest) if (rest := [
+                     p.name for p in an.params if p.name not in ("width", "depth", A.FACET)])
+                    else "") + "." + averaged_note(an.finished))
     if "train_size" in names:
         _efficiency_section(b, an, key)
     if any(name in names for name in SIZE_FIELDS):
@@ -411,7 +417,11 @@ def _efficiency_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
         b.figure(efficiency_figure(curves, an.metric),
                  f"{key}-efficiency{('-' + slug(facet)) if facet else ''}.png",
                  f"{an.metric} against training images per strategy (log x; mean and ± 1 "
-                 "std over seeds).")
+                 "std over its runs at each size"
+                 + (", whatever their " + ", ".join(others) if (others := [
+                     p.name for p in an.params
+                     if p.name not in ("strategy", "train_size", A.FACET, A.REPLICATE)])
+                    else "") + ")." + averaged_note(runs))
 
 
 def _per_class_section(b: _Builder, an: A.StudyAnalysis, key: str,
@@ -462,8 +472,15 @@ def _strategy_section(b: _Builder) -> None:
         return
     b.add(Heading(2, "Scratch vs frozen vs fine-tune", "strategies"))
     b.add(Text("For each dataset and strategy, the configuration with the best mean val/acc "
-               "over all studies; figures are on test, mean ± std over its seeds.", "note"))
+               "over all studies, among those run with the most seeds (\"chosen from\"); "
+               "figures are on test, mean ± std over its seeds (one run: no ±). Settings "
+               "that differ between the rows are in their labels.", "note"))
     b.add(strategy_table(rows, b.costs))
+    claims = strategy_claims(rows)
+    if any(c.test != "unavailable" for c in claims):
+        b.claims += claims
+        b.add(Bullets([c.text for c in claims]))  # word for word as in findings.json
+        b.add(Text(adjustment_note(claims) + " How to read these: docs/REPORTS.md.", "note"))
     chosen = [r for row in rows for r in row.runs]
     split = _has_split(b.costs, chosen)
     if split:

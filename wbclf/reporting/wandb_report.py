@@ -148,6 +148,21 @@ _STRATEGY_BARS = (
     ("wall time per run by strategy (s): training, feature extraction (frozen, mean over runs), "
      "evaluation", ("time/train_s", "time/features_s", "time/eval_s")),
 )
+_STRATEGY_NOTE = (
+    "Each bar is the mean (± std) over every run of a strategy in this sweep, whatever its "
+    "other settings: a poor learning rate or a run at chance level pulls it down, and the bars "
+    "are not tested against each other. The feature extraction is the backbone pass of the run "
+    "that built a frozen feature store, spread over the strategy's runs here; a store built "
+    "by an earlier sweep shows as 0. `wbclf report` on the same runs compares the best "
+    "configuration of each strategy, with its cost and paired tests.")
+_IMPORTANCE_NOTE = (
+    "The parameter importance panel is W&B's estimate from these runs, without uncertainty; "
+    "the tested differences are the claims to rely on.")
+_FINDINGS_NOTE = (
+    "From `wbclf report` on the same runs: p-values adjusted together per study "
+    "(Benjamini-Hochberg), intervals widened to match, so an interval excludes 0 exactly when "
+    "its difference is significant. How to read these: docs/REPORTS.md in the wbclf "
+    "repository.")
 
 
 def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams, *,
@@ -165,7 +180,8 @@ def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams
                       sp.constants.items())
     intro = (f"Sweep {sweep_id} ({sp.method or 'sweep'}) of {entity}/{project}: swept {swept}"
              + (f"; fixed {fixed}" if fixed else "") + f". Compared on {metric} ({sp.goal}).")
-    blocks: list[Any] = [wr.TableOfContents(), wr.H1("Overview"), wr.P(intro)]
+    blocks: list[Any] = [wr.TableOfContents(), wr.H1("Overview"), wr.P(intro),
+                         wr.P(_IMPORTANCE_NOTE)]
     columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(p), log=p in sp.log or None)
                for p in sp.swept]
     columns += [wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(k))
@@ -183,7 +199,7 @@ def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams
         ]))
     if findings:
         blocks.append(wr.H1("Tested differences"))
-        blocks += [wr.P(text) for text in findings]
+        blocks += [wr.P(text) for text in findings] + [wr.P(_FINDINGS_NOTE)]
     blocks.append(wr.H1(f"{metric} by parameter"))
     for param in sp.swept:
         blocks += [wr.H2(f"{metric} by {param}"), wr.PanelGrid(
@@ -200,7 +216,7 @@ def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams
                                layout=wr.Layout(x=16, y=0, w=8, h=7)),
             ])]
     if "strategy" in sp.swept:
-        blocks += [wr.H1("Scratch vs frozen vs fine-tune"), wr.PanelGrid(
+        blocks += [wr.H1("Scratch vs frozen vs fine-tune"), wr.P(_STRATEGY_NOTE), wr.PanelGrid(
             runsets=[_runset(wr, entity, project, sweep_id, sp, f"sweep {sweep_id}")],
             panels=[wr.BarPlot(title=title, metrics=[wr.SummaryMetric(k) for k in keys],
                                groupby=wr.Config("strategy"), groupby_aggfunc="mean",
