@@ -594,3 +594,32 @@ def test_averaged_figures_say_what_they_average_over(tmp_path):
     write_local_report(root, out)
     # a bad learning rate is in every cell's mean: the caption names what it averages over
     assert "Mean val/acc in each width x depth cell, over lr." in out.read_text()
+
+
+def test_unmatched_cells_are_not_averaged_as_if_they_matched():
+    # batch norm off diverged at lr=1e-1 (no finished run): lr=1e-1 would be averaged over
+    # the batch-norm-on run alone, and win for that reason
+    text = _findings_of({(True, 1e-3): 0.70, (True, 1e-2): 0.72, (True, 1e-1): 0.74,
+                         (False, 1e-3): 0.60, (False, 1e-2): 0.62})
+    assert ("Across learning rates (over the batch-norm settings every learning rate ran "
+            "with: True), val/acc was highest at lr=1.0e-1 (one run: 0.740)") in text
+    # the two batch-norm levels share one learning rate: compared there only
+    one = _findings_of({(True, 1e-3): 0.70, (True, 1e-2): 0.72, (False, 1e-3): 0.60})
+    assert ("At lr=1.0e-3, the one learning rate both ran, batch norm changed mean val/acc "
+            "from 0.600 to 0.700 (+10.0 points; 1 vs 1 runs, too few") in one
+    # and none: no difference of means at all
+    none = _findings_of({(True, 1e-3): 0.70, (False, 1e-2): 0.60})
+    assert ("Batch norm: its levels ran at different learning rates, so their means are not "
+            "compared.") in none
+
+
+def test_the_smaller_model_sentence_says_it_compares_single_runs():
+    runs = []
+    for width, acc in ((8, 0.795), (16, 0.80), (32, 0.70)):
+        run = _record(f"w{width}", width=width)
+        run.summary = {"val/acc": acc, "status": "finished", "model/params": width * 1000}
+        runs.append(run)
+    text = " ".join(A.findings(A.analyze(Study("s", Path("."), runs))))
+    assert ("The smallest model within 1.0 points of the best, w8 (width=8), has 8,000 "
+            "parameters, 2.0x fewer than the best (val/acc 0.795; single runs, untested)."
+            ) in text

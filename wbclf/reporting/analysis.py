@@ -381,7 +381,17 @@ def _two_level_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
             a, b = cells.get((_hashable(low), level)), cells.get((_hashable(high), level))
             if a is not None and b is not None:
                 pairs[level] = (b.mean, a.mean)
-        if len(pairs) >= 2:
+        if not pairs:
+            # the two levels never ran at the same setting of q (batch_norm exists only
+            # for scratch CNNs, say): a difference of means would be q's effect as much
+            return (f"{subject}: its levels ran at different {noun(q.name, plural=True)}, so "
+                    "their means are not compared")
+        if len(pairs) == 1:
+            # one setting of q in common: compare there, not over unmatched runs
+            (level,) = pairs
+            runs = [r for r in runs if _hashable(r.config.get(q.name)) == level]
+            subject = f"at {q.label(level)}, the one {noun(q.name)} both ran, {subject}"
+        else:
             # the levels of q are the pairs: the interval says whether the effect is
             # consistent across them, beyond how much it varies from one to the next
             paired = paired_over_seeds([b for b, _ in pairs.values()],
@@ -419,6 +429,20 @@ def _two_level_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
 def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
                      q: Param | None) -> str | None:
     metric = an.metric
+    balance = ""
+    if q is not None:
+        # A level whose runs at one q setting all failed would be averaged over the other
+        # settings only: compare the levels over the q settings that every level has.
+        seen: dict[Any, set[Any]] = {}
+        for qv, pv in aggregate(runs, (q.name, p.name), metric):
+            seen.setdefault(pv, set()).add(qv)
+        common = set.intersection(*seen.values()) if seen else set()
+        everything = set().union(*seen.values()) if seen else set()
+        if common and common != everything:
+            runs = [r for r in runs if _hashable(r.config.get(q.name)) in common]
+            balance = (f" (over the {noun(q.name, plural=True)} every "
+                       f"{noun(p.name)} ran with: "
+                       + ", ".join(q.fmt(v) for v in sorted(common, key=_sort_key)) + ")")
     cells = aggregate(runs, (p.name,), metric)
     if len(cells) < 2:
         return None
@@ -427,7 +451,7 @@ def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
     top = better(cells, key=lambda k: cells[k].mean)
     bottom = worse(cells, key=lambda k: cells[k].mean)
     over = f"mean over {cells[top].n} runs" if cells[top].n > 1 else "one run"
-    text = (f"across {noun(p.name, plural=True)}, {metric} was "
+    text = (f"across {noun(p.name, plural=True)}{balance}, {metric} was "
             f"{'highest' if an.goal == 'maximize' else 'lowest'} at {p.label(top[0])} "
             f"({over}: {_value_text(cells[top].mean, metric)}) and "
             f"{'lowest' if an.goal == 'maximize' else 'highest'} at {p.label(bottom[0])} "
@@ -533,12 +557,13 @@ def _size_sentence(an: StudyAnalysis, runs: list[RunRecord]) -> str | None:
     small = min(close, key=lambda r: (r.value("model/params"), r.name))
     if small is best:
         return (f"no smaller model came within {_diff_text(tolerance, an.metric)} of the best "
-                f"({int(best.value('model/params')):,} parameters)")
+                f"({int(best.value('model/params')):,} parameters; single runs, untested)")
     ratio = best.value("model/params") / small.value("model/params")
     return (f"the smallest model within {_diff_text(tolerance, an.metric)} of the best, "
             f"{small.short_name} ({an.label(small, (FACET,))}), has "
             f"{int(small.value('model/params')):,} parameters, {ratio:.1f}x fewer than the best "
-            f"({an.metric} {_value_text(small.value(an.metric), an.metric)})")
+            f"({an.metric} {_value_text(small.value(an.metric), an.metric)}; single runs, "
+            "untested)")
 
 
 def sizes_differ(runs: Sequence[RunRecord], ratio: float = 1.2) -> bool:
