@@ -589,11 +589,16 @@ def test_averaged_figures_say_what_they_average_over(tmp_path):
                 _write_run(root / name, {"dataset": "melanoma", "width": width, "depth": depth,
                                          "lr": lr, "run_name": name},
                            {"status": "finished", "val/acc": acc, "test/acc": acc,
+                            "test/f1/Benign": acc, "test/f1/Malignant": acc - 0.02,
                             "best_epoch": 1}, [{"epoch": 1, "val/acc": acc}])
     out = tmp_path / "report.html"
     write_local_report(root, out)
     # a bad learning rate is in every cell's mean: the caption names what it averages over
-    assert "Mean val/acc in each width x depth cell, over lr." in out.read_text()
+    html = out.read_text()
+    assert "Mean val/acc in each width x depth cell, over lr." in html
+    # the per-class chart shows one run per setting, picked on val: its caption says so
+    assert re.search(r"Test F1 per class: the best run of each (width|depth) \(one run each, "
+                     r"the highest val/acc of its kind: single runs, not the settings\)\.", html)
 
 
 def test_unmatched_cells_are_not_averaged_as_if_they_matched():

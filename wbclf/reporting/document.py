@@ -28,6 +28,8 @@ __all__ = ["Bullets", "Document", "Heading", "Image", "Table", "Text", "build_do
 
 MAX_CURVE_FIGURES = 4
 MAX_IMAGE_WIDTH = 1600  # px; a run's sample grid with Grad-CAM is ~2900 px wide
+# what a "best run of each ..." figure shows: one run, picked for its val/acc
+SELECTED = "one run each, the highest val/acc of its kind: single runs, not the settings"
 BEST_RUN_FILES = (("confusion_matrix.png", "confusion matrix on test"),
                   ("reliability.png", "reliability diagram (calibration) on val and test"),
                   ("roc.png", "ROC and precision-recall on test"),
@@ -447,7 +449,8 @@ def _per_class_section(b: _Builder, an: A.StudyAnalysis, key: str,
         if fig is not None and not added:
             b.add(Heading(3, "Per-class F1", f"{key}-per-class"))
             added = True
-        b.figure(fig, f"{key}-per-class-f1{'-' + slug(dataset) if dataset else ''}.png", title)
+        b.figure(fig, f"{key}-per-class-f1{'-' + slug(dataset) if dataset else ''}.png",
+                 title + f" ({SELECTED}).")
 
 
 def _best_run_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
@@ -497,7 +500,7 @@ def _strategy_section(b: _Builder) -> None:
         colors = [F.STRATEGY_COLORS.get(r.strategy, "#57606a") for r in mine]
         title = f"Test F1 per class, best run of each strategy ({A.FACET}={dataset})"
         b.figure(F.per_class_f1_figure(chosen, title, colors),
-                 f"strategies-per-class-f1-{slug(dataset)}.png", title)
+                 f"strategies-per-class-f1-{slug(dataset)}.png", title + f" ({SELECTED}).")
 
 
 def _size_section(b: _Builder) -> None:
@@ -506,8 +509,9 @@ def _size_section(b: _Builder) -> None:
         return
     b.add(Heading(2, "Size and accuracy", "size"))
     b.figure(fig, "size-frontier.png",
-             "val/acc against parameter count, every finished run; the dashed line joins the "
-             "runs that no smaller model beats.")
+             "val/acc against parameter count, every finished run of every study (their "
+             "epochs and image sizes may differ); the dashed line joins the runs that no "
+             "smaller model beats, by any margin (single runs, untested).")
 
 
 def _overall_best(analyses: Sequence[A.StudyAnalysis]) -> str:
