@@ -145,5 +145,7 @@ def test_the_findings_give_what_a_frozen_run_cost_not_only_its_training():
     assert ("Training epochs took 0.3 s (lr=1.0e-3) to 0.5 s (lr=1.0e-2) per run, 1 s in all; "
             "with evaluation and feature extraction (amortized), a run cost 10.4 s to 10.6 s, "
             "32 s in all.") in text
+    # the best run (f2): 0.5 s of training, 10.6 s in all
+    assert ", 0.5 s of training (10.6 s with evaluation and feature extraction)." in text
     alone = " ".join(A.findings(an))
     assert "per run, 1 s in all (training alone)." in alone

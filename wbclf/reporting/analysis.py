@@ -494,8 +494,8 @@ def _trend_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param) -> str |
 
 
 def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str],
-                   among: int = 1) -> str:
-    """The best of ``among`` runs with its figures."""
+                   among: int = 1, costs: Mapping[str, Any] | None = None) -> str:
+    """The best of ``among`` runs with its figures (and its cost in all, from ``costs``)."""
     metric = an.metric
     extras = []
     for key, words in (("test/acc", "test/acc"), ("test/macro_f1", "test macro-F1"),
@@ -520,6 +520,11 @@ def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str],
         text += f"; {int(size):,} parameters"
     if took is not None:
         text += f", {took:.1f} s of training"
+        cost = (costs or {}).get(best.name)
+        if cost is not None and (cost.eval_s or cost.features_s):
+            # a frozen run's epochs take no time; its backbone pass went into the store
+            parts = "evaluation" + (" and feature extraction" if cost.features_s else "")
+            text += f" ({cost.total_s:.1f} s with {parts})"
     return text
 
 
@@ -626,7 +631,8 @@ def findings(an: StudyAnalysis, costs: Mapping[str, Any] | None = None) -> list[
         if not runs:
             continue
         prefix = f"On {dataset}: " if dataset is not None else ""
-        sentences = [_best_sentence(an, runs[0], exclude=(FACET,), among=len(runs))]
+        sentences = [_best_sentence(an, runs[0], exclude=(FACET,), among=len(runs),
+                                    costs=costs)]
         for p in an.factors:
             q = _second_factor(p, an.factors)
             if p.continuous:

@@ -58,9 +58,11 @@ class Claim:
     ci_level: float | None = None  # the confidence of ci_low..ci_high, after adjustment
     compared: int = 0  # how many claims of the study were tested and adjusted together
     result: TestResult | None = field(default=None, repr=False, compare=False)
+    pair: frozenset = field(default=frozenset(), repr=False, compare=False)  # see _pair
 
     def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "result"}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("result", "pair")}
         for key in ("effect", "ci_low", "ci_high", "ci_level", "p_value", "p_adjusted"):
             value = out[key]
             out[key] = value if value is not None and math.isfinite(value) else None
@@ -250,9 +252,12 @@ def _best_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
     # settings one factor apart: this is also that factor's test (its own copy is skipped)
     apart = [p.name for p, x, y in zip(an.factors, best, second) if x != y]
     factor = apart[0] if len(apart) == 1 else None
-    return [_new_claim(an, "best", factor, a, b, m,
-                       compare(groups[best], groups[second], m, cache))
-            for m in _metrics(an)]
+    claims = [_new_claim(an, "best", factor, a, b, m,
+                         compare(groups[best], groups[second], m, cache))
+              for m in _metrics(an)]
+    for claim in claims:
+        claim.pair = _pair(groups[best], groups[second])
+    return claims
 
 
 def _factor_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
@@ -283,6 +288,7 @@ def _factor_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
             claims.append(_new_claim(an, "factor_effect", p.name, p.label(high), p.label(low),
                                      "test/acc", compare(levels[high], levels[low],
                                                          "test/acc", cache), at.strip()))
+            claims[-1].pair = _pair(levels[high], levels[low])
     return claims
 
 
@@ -300,19 +306,25 @@ def study_claims(an: A.StudyAnalysis) -> list[Claim]:
     return _settle(claims)
 
 
-def strategy_claims(rows: Sequence[A.StrategyRow]) -> list[Claim]:
+def strategy_claims(rows: Sequence[A.StrategyRow], tested: Sequence[Claim] = ()
+                    ) -> list[Claim]:
     """Each pair of strategies' chosen configurations on one dataset, on test accuracy.
 
     The same tests as within a study (paired over shared seeds, else per image for one run
     each), adjusted together as one family. The configurations may differ in more than the
-    strategy (the labels say how); the test compares them as they are.
+    strategy (the labels say how); the test compares them as they are. A pair of run groups
+    that a study's claims in ``tested`` already compared on test accuracy is left out: the
+    same test twice would read as two pieces of evidence.
     """
     cache = _PredictionCache()
     claims: list[Claim] = []
+    done = {c.pair for c in tested if c.metric == "test/acc" and c.pair}
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
         for i, first in enumerate(mine):
             for second in mine[i + 1:]:
+                if _pair(first.runs, second.runs) in done:
+                    continue
                 # the better one on val first: the claim is about it
                 a, b = sorted((first, second), key=lambda r: -_mean(r.runs, "val/acc"))
                 result = compare(a.runs, b.runs, "test/acc", cache)
@@ -325,7 +337,8 @@ def strategy_claims(rows: Sequence[A.StrategyRow]) -> list[Claim]:
                 claims.append(Claim("strategies", "strategy", "strategy", *names, "test/acc",
                                     result.effect, result.ci_low, result.ci_high,
                                     result.p_value, None, False, result.n_images,
-                                    result.n_seeds, result.test, result=result))
+                                    result.n_seeds, result.test, result=result,
+                                    pair=_pair(a.runs, b.runs)))
     return _settle(claims)
 
 

@@ -479,11 +479,12 @@ def _strategy_section(b: _Builder) -> None:
                "figures are on test, mean ± std over its seeds (one run: no ±). Settings "
                "that differ between the rows are in their labels.", "note"))
     b.add(strategy_table(rows, b.costs))
-    claims = strategy_claims(rows)
+    claims = strategy_claims(rows, b.claims)
     if any(c.test != "unavailable" for c in claims):
         b.claims += claims
         b.add(Bullets([c.text for c in claims]))  # word for word as in findings.json
-        b.add(Text(adjustment_note(claims) + " How to read these: docs/REPORTS.md.", "note"))
+        b.add(Text(adjustment_note(claims) + " Pairs a study above already tested are not "
+                   "repeated. How to read these: docs/REPORTS.md.", "note"))
     chosen = [r for row in rows for r in row.runs]
     split = _has_split(b.costs, chosen)
     if split:
