@@ -180,3 +180,63 @@ def test_best_vs_runner_up_is_not_tested_twice(tmp_path):
     assert sorted(c.at for c in claims if c.kind == "factor_effect") == \
         ["batch_norm=False", "lr=1.0e-2", "lr=1.0e-3"]
     assert all(c.compared == len(claims) == 6 for c in claims)
+
+
+def test_an_adjusted_p_on_the_step_is_not_significant():
+    """25 claims; the 9th smallest p (0.018, a bootstrap's 18 of 2000 resamples at or below
+    0 doubled) sits exactly on its Benjamini-Hochberg step 9 x 0.05 / 25: adjusted, it is
+    0.05 up to rounding. It is not significant, and its interval holds 0 to match."""
+    from wbclf.reporting.claims import Claim, _settle
+    from wbclf.reporting.stats import TestResult, paired_bootstrap
+
+    def claim(result: TestResult) -> Claim:
+        return Claim("s", "best", None, "a", "b", "test/acc", result.effect, result.ci_low,
+                     result.ci_high, result.p_value, None, False, 10, 1, result.test,
+                     result=result)
+
+    def fixed(p: float, low: float, high: float) -> TestResult:
+        return TestResult("paired_bootstrap", (low + high) / 2, low, high, p, 10,
+                          at_confidence=lambda confidence: (low, high))
+
+    draws = iter([0.5] + [-0.001 * (k + 1) for k in range(18)]
+                 + [0.001 * (k + 1) for k in range(1982)])
+    edge = claim(paired_bootstrap(lambda i: next(draws), lambda i: 0.0, 10, n_boot=2000))
+    assert edge.p_value == pytest.approx(0.018)
+    claims = [claim(fixed(0.001, 0.1, 0.2)) for _ in range(8)] + [edge] \
+        + [claim(fixed(0.9, -0.1, 0.1)) for _ in range(16)]
+    _settle(claims)
+    assert edge.p_adjusted == pytest.approx(0.05)
+    assert edge.significant is False
+    assert edge.ci_low <= 0 <= edge.ci_high
+    assert sum(c.significant for c in claims) == 8
+
+
+def test_seeds_without_spread_fall_back_to_the_images(tmp_path):
+    """Two seeds per setting, each seed one image apart: the t-test over seeds has nothing
+    to work with, so the first seed's two models are compared on their test images."""
+    import numpy as np
+    import yaml
+
+    from wbclf.reporting.analysis import analyze
+    from wbclf.reporting.claims import study_claims
+    from wbclf.reporting.collect import collect_studies
+    from wbclf.tracking.predictions import write_predictions
+    from wbclf.tracking.records import Evaluation
+
+    labels = np.array([0, 1] * 50)
+    for i, (bn, seed, wrong) in enumerate(((True, 0, 20), (True, 1, 30), (False, 0, 21),
+                                            (False, 1, 31))):
+        run = tmp_path / "study" / f"trial-{i}"
+        run.mkdir(parents=True)
+        p1 = np.where(labels == 1, 0.8, 0.2)
+        p1[:wrong] = 1 - p1[:wrong]  # the first `wrong` images predicted wrong
+        write_predictions(run, Evaluation("test", labels, np.stack([1 - p1, p1], 1), 0.0, {},
+                                          ["a", "b"], paths=[f"x/{k}.jpg" for k in range(100)]))
+        (run / "config.yaml").write_text(yaml.safe_dump({"batch_norm": bn, "seed": seed}))
+        (run / "summary.json").write_text(json.dumps({
+            "status": "finished", "val/acc": 1 - wrong / 100, "test/acc": 1 - wrong / 100,
+            "data/test_images": 100}))
+    claims = study_claims(analyze(collect_studies(tmp_path / "study")[0]))
+    acc = next(c for c in claims if c.metric == "test/acc")
+    assert acc.test == "mcnemar_exact" and acc.n_images == 100
+    assert acc.effect == pytest.approx(0.01) and acc.significant is False

@@ -77,13 +77,28 @@ def test_paired_accuracy_effect_and_interval():
     b = np.array([0] * 10 + [1] * 2 + [1] * 30 + [0] * 8, bool)
     result = S.paired_accuracy(a, b)
     assert result.effect == pytest.approx(8 / 50)
-    # Clopper-Pearson for 10 of 12 discordant images is 0.5159-0.9791 (95%); the accuracy
-    # difference is 12/50 * (2 s - 1)
-    assert result.ci_low == pytest.approx(12 / 50 * (2 * 0.51595 - 1), abs=2e-4)
-    assert result.ci_high == pytest.approx(12 / 50 * (2 * 0.97914 - 1), abs=2e-4)
+    # Clopper-Pearson (95%): 10 of 12 discordant images is s = 0.5159-0.9791, 12 of 50
+    # images discordant is q = 0.1306-0.3817; the difference q (2 s - 1) at its widest
+    assert result.ci_low == pytest.approx(0.1306 * (2 * 0.5159 - 1), abs=2e-4)
+    assert result.ci_high == pytest.approx(0.3817 * (2 * 0.9791 - 1), abs=2e-4)
     assert result.p_value == pytest.approx(158 / 4096)
     assert result.n_images == 50
-    assert S.paired_accuracy(a, a).interval(0.95) == (0.0, 0.0)
+    # no disagreement: as wide as 0 of 50 discordant images allows (1 - 0.025 ** (1 / 50))
+    assert S.paired_accuracy(a, a).interval(0.95) == pytest.approx((-0.0711, 0.0711), abs=1e-4)
+
+
+def test_the_mcnemar_interval_covers_as_often_as_it_says():
+    # 332 images; A alone right on 12%, B alone on 2%: a true difference of 10 points. An
+    # interval that took the observed disagreement rate as known covered it ~86% of the time.
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(300):
+        kind = rng.choice(3, size=332, p=[0.12, 0.02, 0.86])  # A only, B only, agree
+        a = kind == 0
+        b = kind == 1
+        result = S.paired_accuracy(a, b)
+        covered += result.ci_low <= 0.10 <= result.ci_high
+    assert covered / 300 >= 0.95
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.05 / 3, 0.01, 0.05 / 9, 0.2])
@@ -111,6 +126,24 @@ def test_every_interval_excludes_zero_exactly_when_its_p_is_below_alpha(alpha):
         t = S.paired_over_seeds(y[:4], x[:4])
         low, high = t.interval(1 - alpha)
         assert (low > 0 or high < 0) == (t.p_value < alpha), trial
+
+
+def test_the_bootstrap_interval_holds_zero_where_its_p_cannot_reach_the_level():
+    # every resample above 0: p is floored at 1/2000, which is not below a = 1/2000 (or
+    # 1/4000), so the interval at 1 - a must hold 0 too
+    for alpha in (1 / 2000, 1 / 4000):
+        values = iter([0.5] + [0.001 * (k + 1) for k in range(2000)])
+        result = S.paired_bootstrap(lambda i: next(values), lambda i: 0.0, 10, n_boot=2000)
+        assert result.p_value == pytest.approx(1 / 2000)
+        low, high = result.interval(1 - alpha)
+        assert low <= 0 <= high
+
+
+def test_no_spread_between_seeds_is_no_t_test():
+    # each seed one image (of 100) better: identical differences, up to rounding
+    result = S.paired_over_seeds([0.71, 0.64], [0.70, 0.63])
+    assert math.isnan(result.p_value) and math.isnan(result.ci_low)
+    assert result.effect == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("at_or_below_zero", [48, 49, 50, 51])

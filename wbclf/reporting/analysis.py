@@ -350,8 +350,8 @@ def _welch_interval(b: Sequence[float], a: Sequence[float]) -> tuple[float, floa
 
     vb, va = np.var(b, ddof=1) / len(b), np.var(a, ddof=1) / len(a)
     diff = float(np.mean(b) - np.mean(a))
-    if vb + va == 0:
-        return diff, diff  # no spread on either side
+    if vb + va <= 1e-24:
+        return diff, diff  # no spread on either side (rounding aside)
     df = (vb + va) ** 2 / (vb ** 2 / (len(b) - 1) + va ** 2 / (len(a) - 1))
     half = float(student_t.ppf(0.975, df) * math.sqrt(vb + va))
     return diff - half, diff + half
@@ -401,6 +401,10 @@ def _two_level_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
             downs = sum(1 for b, a in pairs.values() if b < a)
             over = f"{len(pairs)} {noun(q.name, plural=True)}"
             split = f"higher at {ups}, lower at {downs}"
+            if not math.isfinite(paired.ci_low):
+                return (f"{subject} changed mean {metric} by "
+                        f"{_diff_text(mean, metric, signed=True)} at each of {over}: no spread "
+                        "between them to judge noise by (see the tested differences)")
             if _excludes_zero(paired.ci_low, paired.ci_high):
                 return (f"{subject} {'raised' if mean > 0 else 'lowered'} mean {metric} by "
                         f"{_diff_text(mean, metric)} across {over} ({ci} over them; {split})")
@@ -420,6 +424,9 @@ def _two_level_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
                 "tested differences)")
     ci_low, ci_high = _welch_interval([r.value(metric) for r in b.runs],
                                       [r.value(metric) for r in a.runs])
+    if ci_low == ci_high:
+        return (f"{subject} changed {moved}; {counts}, no spread between the runs of a level "
+                "to judge noise by: see the tested differences)")
     ci = _interval_text(ci_low, ci_high, metric)
     if _excludes_zero(ci_low, ci_high):
         return f"{subject} {'raised' if diff > 0 else 'lowered'} {moved}; {counts}; {ci})"
@@ -438,6 +445,10 @@ def _levels_sentence(an: StudyAnalysis, runs: list[RunRecord], p: Param,
             seen.setdefault(pv, set()).add(qv)
         common = set.intersection(*seen.values()) if seen else set()
         everything = set().union(*seen.values()) if seen else set()
+        if not common and len(seen) >= 2:
+            return (f"the {noun(p.name, plural=True)} ran at different "
+                    f"{noun(q.name, plural=True)} (no {noun(q.name)} is shared by all), so their "
+                    "means are not compared")
         if common and common != everything:
             runs = [r for r in runs if _hashable(r.config.get(q.name)) in common]
             balance = (f" (over the {noun(q.name, plural=True)} every "
@@ -513,7 +524,9 @@ def _best_sentence(an: StudyAnalysis, best: RunRecord, exclude: Sequence[str],
             f"{_value_text(best.value(metric), metric)}")
     if among > 1:
         # the maximum of several noisy figures overstates the run; test played no part
-        text += (f" (the highest of {among} runs, so biased upward"
+        best_word, bias = ("highest", "upward") if an.goal == "maximize" else ("lowest",
+                                                                              "downward")
+        text += (f" (the {best_word} of {among} runs, so biased {bias}"
                  + ("; the test figures are not)" if tail else ")"))
     text += f"; {tail}" if tail else ""
     if size is not None:
@@ -736,6 +749,7 @@ def _label_differences(rows: list[StrategyRow]) -> None:
                   if len({_hashable(r.runs[0].config.get(k)) for r in mine}) > 1]
         for row in mine:
             extra = [f"{k}={fmt_value(row.runs[0].config.get(k), log=k in LOG_FIELDS)}"
+                     if row.runs[0].config.get(k) is not None else f"{k} unset"
                      for k in differ]
             row.label = " ".join([row.label, *extra])
 

@@ -140,7 +140,10 @@ def compare(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: st
             return None
         result = paired_over_seeds(a, b)
         result.n_images = int(sa[shared[0]].value("data/test_images") or 0)
-        return result
+        if math.isfinite(result.p_value):
+            return result
+        # no spread between the seeds to test against: the first seed's two models, on the
+        # images both saw
     if shared:
         ra, rb = sa[shared[0]], sb[shared[0]]
     elif len(runs_a) == 1 and len(runs_b) == 1:
@@ -348,7 +351,9 @@ def _settle(claims: list[Claim]) -> list[Claim]:
               and math.isfinite(c.p_value)]
     for claim, adjusted in zip(tested, adjust_bh([c.p_value for c in tested])):
         claim.p_adjusted = adjusted
-        claim.significant = bool(adjusted < ALPHA)
+        # an adjusted p a rounding error below ALPHA is ALPHA (a discrete bootstrap p can
+        # land exactly on a Benjamini-Hochberg step): not below it
+        claim.significant = bool(adjusted < ALPHA * (1 - 1e-9))
     # A 95% interval beside an adjusted verdict can exclude 0 while the claim is not
     # significant; at the adjusted confidence, interval and verdict agree.
     level = adjusted_confidence(len(tested), sum(c.significant for c in tested), ALPHA)

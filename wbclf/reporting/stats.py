@@ -69,9 +69,12 @@ def _order_interval(ordered: np.ndarray, confidence: float) -> tuple[float, floa
     With ``k = ceil(a n / 2)`` for ``a = 1 - confidence``, the k-th smallest value is above 0
     exactly when fewer than ``a n / 2`` resamples are at or below 0, which is when the
     bootstrap p-value (twice the smaller tail) is below ``a``: interval and test agree. (An
-    interpolated percentile can straddle that boundary.)
+    interpolated percentile can straddle that boundary.) Where ``a`` is at or below 1/n the
+    p-value, floored at 1/n, can never be below it: the interval then holds 0 as well.
     """
     n = len(ordered)
+    if (1 - confidence) * n <= 1 + 1e-9:
+        return min(float(ordered[0]), 0.0), max(float(ordered[-1]), 0.0)
     k = max(1, math.ceil(round((1 - confidence) * n / 2, 9)))
     k = min(k, (n + 1) // 2)
     return float(ordered[k - 1]), float(ordered[n - k])
@@ -79,19 +82,27 @@ def _order_interval(ordered: np.ndarray, confidence: float) -> tuple[float, floa
 
 def _discordant_interval(only_a: int, only_b: int, n: int, confidence: float
                          ) -> tuple[float, float]:
-    """Accuracy of A minus B, exact and conditional on the discordant images.
+    """Accuracy of A minus B from the images the two runs disagree on, exact.
 
-    Of the ``d`` images the runs disagree on, A is right on a share ``s``; the accuracy
-    difference is ``d / n * (2 s - 1)``. The Clopper-Pearson interval of ``s`` inverts the same
-    binomial test as McNemar's exact p, so it excludes ``s = 1/2`` (no difference) exactly when
-    p is below ``1 - confidence``.
+    Of the ``d`` of ``n`` images the runs disagree on, A is right on a share ``s``; the
+    accuracy difference is ``q (2 s - 1)`` for the disagreement rate ``q``. Both get their
+    Clopper-Pearson interval, and each end of the difference takes the ``q`` that widens it
+    (taking ``q = d / n`` as known would cover far less than it says). The sign of each end is
+    that of ``2 s - 1``, and the interval of ``s`` inverts the same binomial test as McNemar's
+    exact p: the difference's interval excludes 0 exactly when p is below ``1 - confidence``.
     """
     d = only_a + only_b
+    rate = binomtest(d, n).proportion_ci(confidence_level=confidence, method="exact") \
+        if n else None
+    if rate is None:
+        return math.nan, math.nan
     if d == 0:
-        return 0.0, 0.0
+        return -rate.high, rate.high
     share = binomtest(only_a, d, 0.5).proportion_ci(confidence_level=confidence,
                                                      method="exact")
-    return d / n * (2 * share.low - 1), d / n * (2 * share.high - 1)
+    low, high = 2 * share.low - 1, 2 * share.high - 1
+    return (low * (rate.low if low > 0 else rate.high),
+            high * (rate.high if high > 0 else rate.low))
 
 
 def paired_accuracy(a_correct: np.ndarray, b_correct: np.ndarray) -> TestResult:
@@ -153,12 +164,12 @@ def paired_over_seeds(a_values: Sequence[float], b_values: Sequence[float]) -> T
     diff = a - b
     mean = float(diff.mean())
     se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
-    if se == 0.0:
-        # identical differences: the t statistic is undefined; no spread, no evidence of
-        # anything beyond "every seed moved by the same amount"
-        p = 1.0 if mean == 0.0 else 0.0
-        return TestResult("paired_t_over_seeds", mean, mean, mean, p, n_seeds=len(diff),
-                          at_confidence=lambda confidence: (mean, mean))
+    if np.allclose(diff, diff[0], rtol=0.0, atol=1e-12):
+        # Every seed moved by the same amount (two seeds one test image apart each, say):
+        # the t statistic is undefined, or huge from rounding alone. No spread, no test:
+        # p is NaN, and the caller compares the models on the images instead.
+        return TestResult("paired_t_over_seeds", mean, math.nan, math.nan, math.nan,
+                          n_seeds=len(diff))
 
     def at_confidence(confidence: float) -> tuple[float, float]:
         half = float(student_t.ppf(0.5 + confidence / 2, len(diff) - 1)) * se
