@@ -493,6 +493,8 @@ def test_the_strategy_row_is_a_replicated_configuration_labelled_with_its_budget
         config = {"dataset": "melanoma", "model": "scratch" if strategy == "scratch" else
                   "tf_efficientnet_lite0", "strategy": strategy, "lr": lr, "epochs": epochs,
                   "seed": seed, "run_name": f"r{i}"}
+        if strategy == "frozen":
+            config["augment"] = "light"  # a setting the scratch runs' configs do not have
         s = {"status": "finished", "val/acc": acc, "test/acc": acc - 0.02, "best_epoch": 1,
              "test/macro_f1": acc - 0.03, "train/time_s": 5.0}
         _write_run(root / f"r{i}", config, s, [{"epoch": 1, "val/acc": acc}])
@@ -501,7 +503,8 @@ def test_the_strategy_row_is_a_replicated_configuration_labelled_with_its_budget
     scratch = rows["scratch"]
     assert {r.config["lr"] for r in scratch.runs} == {1e-3} and len(scratch.runs) == 3
     assert (scratch.configs, scratch.tried) == (1, 2)
-    assert scratch.label.endswith("epochs=15") and rows["frozen"].label.endswith("epochs=5")
+    assert scratch.label.endswith("augment unset epochs=15")
+    assert rows["frozen"].label.endswith("augment=light epochs=5")
     out = tmp_path / "r.html"
     write_local_report(root, out)
     page = parse_html(out)
@@ -631,3 +634,28 @@ def test_the_smaller_model_sentence_says_it_compares_single_runs():
     assert ("The smallest model within 1.0 points of the best, w8 (width=8), has 8,000 "
             "parameters, 2.0x fewer than the best (val/acc 0.795; single runs, untested)."
             ) in text
+
+
+def test_findings_without_spread_or_shared_settings_claim_nothing():
+    # every learning rate moved val/acc by exactly 10 points: no spread to judge noise by
+    same = _findings_of({(False, 1e-3): 0.6, (True, 1e-3): 0.7, (False, 1e-2): 0.5,
+                         (True, 1e-2): 0.6})
+    assert ("Batch norm changed mean val/acc by +10.0 points at each of 2 learning rates: no "
+            "spread between them to judge noise by") in same and "95% CI" not in same
+    # no batch-norm setting is shared by all three learning rates
+    apart = _findings_of({(True, 1e-3): 0.7, (False, 1e-2): 0.6, (True, 1e-1): 0.65})
+    assert ("The learning rates ran at different batch-norm settings (no batch norm is shared "
+            "by all), so their means are not compared.") in apart
+    assert ("Batch norm: its levels ran at different learning rates, so their means are not "
+            "compared.") in apart
+
+
+def test_the_best_run_of_a_metric_to_minimize_is_biased_downward():
+    runs = []
+    for i, loss in enumerate((0.5, 0.4, 0.6)):
+        run = _record(f"r{i}", lr=10.0 ** -(i + 2))
+        run.summary = {"val/loss": loss, "status": "finished"}
+        runs.append(run)
+    an = A.analyze(Study("s", Path("."), runs, metric="val/loss", goal="minimize"))
+    text = " ".join(A.findings(an))
+    assert "val/loss 0.4 (the lowest of 3 runs, so biased downward)" in text, text

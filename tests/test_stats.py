@@ -140,10 +140,11 @@ def test_the_bootstrap_interval_holds_zero_where_its_p_cannot_reach_the_level():
 
 
 def test_no_spread_between_seeds_is_no_t_test():
-    # each seed one image (of 100) better: identical differences, up to rounding
-    result = S.paired_over_seeds([0.71, 0.64], [0.70, 0.63])
+    # each seed ten images (of 100) better: identical differences, but 0.8 - 0.7 and
+    # 0.7 - 0.6 differ in the last bits, which made t ~ 1e14 and p ~ 1e-14
+    result = S.paired_over_seeds([0.8, 0.7], [0.7, 0.6])
     assert math.isnan(result.p_value) and math.isnan(result.ci_low)
-    assert result.effect == pytest.approx(0.01)
+    assert result.effect == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("at_or_below_zero", [48, 49, 50, 51])
