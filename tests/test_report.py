@@ -445,7 +445,11 @@ def test_strategy_section_from_run_directories(tmp_path):
         for seed in (0, 1):
             config = {"dataset": "melanoma", "model": "tf_efficientnet_lite0",
                       "strategy": strategy, "lr": 1e-3, "seed": seed, "run_name": f"r{i}{seed}"}
-            s = {"status": "finished", "val/acc": acc + seed / 100, "test/acc": acc + seed / 50,
+            # the second seeds a little off each other's pattern: the seeds disagree on the
+            # differences, so the t-test over them has a spread to work with
+            wobble = {("scratch", 1): 0.005, ("frozen", 1): 0.01}.get((strategy, seed), 0.0)
+            s = {"status": "finished", "val/acc": acc + seed / 100,
+                 "test/acc": acc + seed / 50 + wobble,
                  "test/macro_f1": acc - 0.01, "test/auc": acc + 0.02, "train/time_s": took,
                  "model/params": 4_000_000, "model/trainable_params": 1281 if strategy ==
                  "frozen" else 4_000_000, "test/f1/Benign": acc, "test/f1/Malignant": acc - 0.02,
