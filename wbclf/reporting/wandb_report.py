@@ -159,10 +159,10 @@ _IMPORTANCE_NOTE = (
     "The parameter importance panel is W&B's estimate from these runs, without uncertainty; "
     "the tested differences are the claims to rely on.")
 _FINDINGS_NOTE = (
-    "From `wbclf report` on the same runs: p-values adjusted together per study "
-    "(Benjamini-Hochberg), intervals widened to match, so an interval excludes 0 exactly when "
-    "its difference is significant. How to read these: docs/REPORTS.md in the wbclf "
-    "repository.")
+    "From `wbclf report` on the same runs: p-values adjusted together per study, and the "
+    "strategy comparison as a family of its own (Benjamini-Hochberg), intervals widened to "
+    "match, so an interval excludes 0 exactly when its difference is significant. How to read "
+    "these: docs/REPORTS.md in the wbclf repository.")
 
 
 def build_wandb_report(entity: str, project: str, sweep_id: str, sp: SweepParams, *,
