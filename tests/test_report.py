@@ -663,3 +663,23 @@ def test_the_best_run_of_a_metric_to_minimize_is_biased_downward():
     an = A.analyze(Study("s", Path("."), runs, metric="val/loss", goal="minimize"))
     text = " ".join(A.findings(an))
     assert "val/loss 0.4 (the lowest of 3 runs, so biased downward)" in text, text
+
+
+def test_the_heatmap_colours_do_not_stretch_noise_into_a_gradient():
+    from wbclf.reporting import figures as F
+
+    runs = []
+    for width in (8, 16):
+        for depth in (2, 3):
+            acc = 0.70 + 0.002 * width / 8 + 0.001 * depth  # cells within 0.5 points
+            run = _record(f"w{width}d{depth}", width=width, depth=depth)
+            run.summary = {"val/acc": acc, "status": "finished",
+                           "val/acc_ci_low": acc - 0.07, "val/acc_ci_high": acc + 0.07}
+            runs.append(run)
+    an = A.analyze(Study("s", Path("."), runs))
+    facets = [(d, r) for d, r in an.dataset_groups() if r]
+    fig = F.heatmap_figure(an, an.param("width"), an.param("depth"), facets, "val/acc")
+    low, high = fig.axes[0].images[0].get_clim()
+    # the scale spans a run's 14-point interval, centred on the cells, not their 0.5 points
+    assert high - low == pytest.approx(0.14)
+    assert low < 0.70 + 0.002 + 0.002 < high

@@ -385,7 +385,9 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
                  f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell"
                  + (", over " + ", ".join(rest) if (rest := [
                      p.name for p in an.params if p.name not in ("width", "depth", A.FACET)])
-                    else "") + "." + averaged_note(an.finished))
+                    else "") + ". The colour scale spans at least a run's typical 95% "
+                 "interval, so cells within noise of each other look alike."
+                 + averaged_note(an.finished))
     if "train_size" in names:
         _efficiency_section(b, an, key)
     if any(name in names for name in SIZE_FIELDS):

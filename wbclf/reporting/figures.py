@@ -31,6 +31,7 @@ from wbclf.reporting.analysis import (
 from wbclf.reporting.chance import chance_count
 from wbclf.reporting.collect import RunRecord
 from wbclf.reporting.costs import PARTS, Cost
+from wbclf.reporting.intervals import interval
 
 __all__ = [
     "heatmap_figure",
@@ -227,7 +228,12 @@ def learning_curves_figure(an: StudyAnalysis, color: Param, style: Param | None,
 
 def heatmap_figure(an: StudyAnalysis, x: Param, y: Param, facets: Facets, metric: str
                    ) -> Figure:
-    """Mean ``metric`` for each (``x``, ``y``) cell, e.g. width x depth."""
+    """Mean ``metric`` for each (``x``, ``y``) cell, e.g. width x depth.
+
+    The colour scale spans at least the typical run's 95% interval of ``metric``: stretched
+    from the lowest cell to the highest, three cells a point apart on 150 images would run
+    from dark to bright and read as a gradient that is noise.
+    """
     fig = Figure(figsize=(min(5.0 * len(facets), 15.5), 0.55 * len(y.values) + 2.6),
                  layout="constrained")
     axes = _axes_grid(fig, len(facets))
@@ -241,6 +247,11 @@ def heatmap_figure(an: StudyAnalysis, x: Param, y: Param, facets: Facets, metric
                 counts[y.values.index(yv), x.values.index(xv)] = s.n
         finite = grid[np.isfinite(grid)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        widths = [ci[1] - ci[0] for r in runs if (ci := interval(r, metric)) is not None]
+        noise = float(np.median(widths)) if widths else 0.0
+        if hi - lo < noise:
+            middle = (lo + hi) / 2
+            lo, hi = middle - noise / 2, middle + noise / 2
         image = ax.imshow(grid, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-9,
                           aspect="auto", origin="lower")
         for i in range(len(y.values)):
