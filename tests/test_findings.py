@@ -8,6 +8,7 @@ as significant; and runs written before per-image predictions existed must still
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from html import unescape
 from pathlib import Path
@@ -240,3 +241,26 @@ def test_seeds_without_spread_fall_back_to_the_images(tmp_path):
     acc = next(c for c in claims if c.metric == "test/acc")
     assert acc.test == "mcnemar_exact" and acc.n_images == 100
     assert acc.effect == pytest.approx(0.01) and acc.significant is False
+
+
+def test_an_unavailable_claim_says_why():
+    """Seeds that all moved by the same amount and no predictions to fall back on; an AUC
+    that no resample defines: each claim says its own reason, not 'no shared seeds'."""
+    from wbclf.reporting.claims import Claim, _PredictionCache, _settle, compare
+    from wbclf.reporting.collect import RunRecord
+
+    def run(name: str, seed: int, acc: float) -> RunRecord:
+        return RunRecord(name=name, path=None, study="s", config={"seed": seed},
+                         summary={"test/acc": acc})
+
+    result = compare([run("a0", 0, 0.8), run("a1", 1, 0.7)],
+                     [run("b0", 0, 0.79), run("b1", 1, 0.69)], "test/acc", _PredictionCache())
+    assert result is not None and math.isnan(result.p_value)
+    flat = Claim("s", "best", None, "A", "B", "test/acc", result.effect, result.ci_low,
+                 result.ci_high, result.p_value, None, False, 0, 2, result.test, result=result)
+    auc = Claim("s", "best", None, "A", "B", "test/auc", None, None, None, math.nan, None,
+                False, 10, 1, "paired_bootstrap")
+    _settle([flat, auc])
+    assert flat.test == auc.test == "unavailable"
+    assert "every seed moved by the same amount" in flat.text and "shared" not in flat.text
+    assert "undefined on too many resamples" in auc.text

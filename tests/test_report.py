@@ -606,6 +606,8 @@ def test_averaged_figures_say_what_they_average_over(tmp_path):
     # a bad learning rate is in every cell's mean: the caption names what it averages over
     html = out.read_text()
     assert "Mean val/acc in each width x depth cell, over lr." in html
+    # these runs carry no intervals: the caption does not claim a noise-wide colour scale
+    assert "The colour scale spans" not in html
     # the per-class chart shows one run per setting, picked on val: its caption says so
     assert re.search(r"Test F1 per class: the best run of each (width|depth) \(one run each, "
                      r"the highest val/acc of its kind: single runs, not the settings\)\.", html)

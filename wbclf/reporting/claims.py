@@ -55,6 +55,7 @@ class Claim:
     test: str  # mcnemar_exact, paired_bootstrap, paired_t_over_seeds or unavailable
     at: str = ""  # the other factors' setting of a factor comparison
     text: str = ""
+    why: str = ""  # for an unavailable claim: why there is no test (in the sentence)
     ci_level: float | None = None  # the confidence of ci_low..ci_high, after adjustment
     compared: int = 0  # how many claims of the study were tested and adjusted together
     result: TestResult | None = field(default=None, repr=False, compare=False)
@@ -62,7 +63,7 @@ class Claim:
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("result", "pair")}
+               if f.name not in ("result", "pair", "why")}
         for key in ("effect", "ci_low", "ci_high", "ci_level", "p_value", "p_adjusted"):
             value = out[key]
             out[key] = value if value is not None and math.isfinite(value) else None
@@ -128,8 +129,11 @@ def compare(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: st
             cache: _PredictionCache, seed: int = 0) -> TestResult | None:
     """The paired test of setting A against setting B on ``metric``; None when impossible.
 
-    Two or more shared seeds: a paired t-test over seeds on the summaries' figures. One run
-    each (or one shared seed): the per-image test on the test predictions.
+    Two or more shared seeds: a paired t-test over seeds on the summaries' figures; when
+    every seed moved by the same amount (no spread to test against), the first shared seed's
+    two models on their test images instead, else the t-test's NaN result (the claim then
+    says why it has no test). One run each (or one shared seed): the per-image test on the
+    test predictions.
     """
     sa, sb = _by_seed(runs_a), _by_seed(runs_b)
     shared = sorted(set(sa) & set(sb), key=A._sort_key)
@@ -144,6 +148,10 @@ def compare(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: st
             return result
         # no spread between the seeds to test against: the first seed's two models, on the
         # images both saw
+        pa, pb = cache.get(sa[shared[0]]), cache.get(sb[shared[0]])
+        fallback = _per_image(pa, pb, metric, seed) if pa is not None and pb is not None \
+            else None
+        return fallback if fallback is not None else result
     if shared:
         ra, rb = sa[shared[0]], sb[shared[0]]
     elif len(runs_a) == 1 and len(runs_b) == 1:
@@ -189,8 +197,8 @@ def claim_text(claim: Claim) -> str:
     what = METRIC_WORDS.get(claim.metric, claim.metric)
     where = f"at {claim.at}: " if claim.at else ""
     if claim.test == UNAVAILABLE:
-        return (f"{where}{claim.a} vs {claim.b} on {what}: no paired test (no shared seeds, "
-                "and no per-image predictions of one run each)")
+        why = claim.why or "no shared seeds, and no per-image predictions of one run each"
+        return f"{where}{claim.a} vs {claim.b} on {what}: no paired test ({why})"
     ci = _ci_words(claim, claim.ci_low, claim.ci_high)
     p = f"p = {claim.p_value:.2g}, adjusted {claim.p_adjusted:.2g}"
     if claim.significant:
@@ -345,6 +353,14 @@ def strategy_claims(rows: Sequence[A.StrategyRow], tested: Sequence[Claim] = ()
     return _settle(claims)
 
 
+# why a test that ran gave no p-value
+_NO_TEST = {
+    "paired_t_over_seeds": "every seed moved by the same amount: no spread to test against, "
+                           "and no per-image predictions to compare the models on instead",
+    "paired_bootstrap": "the metric is undefined on too many resamples of these test images",
+}
+
+
 def _settle(claims: list[Claim]) -> list[Claim]:
     """Adjust the family's p-values together, widen its intervals to match, word it."""
     tested = [c for c in claims if c.test != UNAVAILABLE and c.p_value is not None
@@ -363,7 +379,8 @@ def _settle(claims: list[Claim]) -> list[Claim]:
             claim.ci_low, claim.ci_high = claim.result.interval(level)
     for claim in claims:
         if claim.test != UNAVAILABLE and claim.p_adjusted is None:
-            claim.test = UNAVAILABLE  # e.g. an AUC undefined on this test set
+            claim.why = _NO_TEST.get(claim.test, "")
+            claim.test = UNAVAILABLE
         claim.text = claim_text(claim) + "."
     return claims
 

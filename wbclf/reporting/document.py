@@ -20,7 +20,7 @@ from wbclf.reporting.claims import Claim, adjustment_note, strategy_claims, stud
 from wbclf.reporting.collect import RunRecord, Study
 from wbclf.reporting.costs import Cost, cost_note, run_costs
 from wbclf.reporting.curves import crossings, efficiency_curves, efficiency_figure
-from wbclf.reporting.intervals import interval_text
+from wbclf.reporting.intervals import interval, interval_text
 from wbclf.reporting.leakage import leak_columns, leak_findings
 from wbclf.reporting.pareto import SIZE_FIELDS, cost_figure, cost_findings
 
@@ -385,8 +385,10 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
                  f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell"
                  + (", over " + ", ".join(rest) if (rest := [
                      p.name for p in an.params if p.name not in ("width", "depth", A.FACET)])
-                    else "") + ". The colour scale spans at least a run's typical 95% "
-                 "interval, so cells within noise of each other look alike."
+                    else "") + "."
+                 + (" The colour scale spans at least a run's typical 95% interval, so cells "
+                    "within noise of each other look alike." if any(
+                        interval(r, an.metric) for r in an.finished) else "")
                  + averaged_note(an.finished))
     if "train_size" in names:
         _efficiency_section(b, an, key)
