@@ -232,14 +232,15 @@ def _metrics(an: A.StudyAnalysis) -> list[str]:
     return ["test/acc", "test/macro_f1"] + (["test/auc"] if an.binary else [])
 
 
-def _new_claim(an: A.StudyAnalysis, kind: str, factor: str | None, a: str, b: str,
-               metric: str, result: TestResult | None, at: str = "") -> Claim:
+def _new_claim(study: str, kind: str, factor: str | None, a: str, b: str, metric: str,
+               result: TestResult | None, at: str = "", pair: frozenset = frozenset()
+               ) -> Claim:
     if result is None:
-        return Claim(an.study.name, kind, factor, a, b, metric, None, None, None, None, None,
-                     False, 0, 0, UNAVAILABLE, at)
-    return Claim(an.study.name, kind, factor, a, b, metric, result.effect, result.ci_low,
+        return Claim(study, kind, factor, a, b, metric, None, None, None, None, None, False, 0,
+                     0, UNAVAILABLE, at, pair=pair)
+    return Claim(study, kind, factor, a, b, metric, result.effect, result.ci_low,
                  result.ci_high, result.p_value, None, False, result.n_images,
-                 result.n_seeds, result.test, at, result=result)
+                 result.n_seeds, result.test, at, result=result, pair=pair)
 
 
 def _pair(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord]) -> frozenset:
@@ -247,8 +248,14 @@ def _pair(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord]) -> frozenset
     return frozenset((frozenset(r.name for r in runs_a), frozenset(r.name for r in runs_b)))
 
 
+def _tested_pairs(claims: Sequence[Claim]) -> set[frozenset]:
+    """The run groups ``claims`` compared on test accuracy: the same test twice would read as
+    two pieces of evidence (and weigh twice in an adjustment)."""
+    return {c.pair for c in claims if c.metric == "test/acc" and c.pair}
+
+
 def _best_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
-                 cache: _PredictionCache, tested: set[tuple[frozenset, str]]) -> list[Claim]:
+                 cache: _PredictionCache) -> list[Claim]:
     groups: dict[tuple[Any, ...], list[RunRecord]] = {}
     for run in runs:
         groups.setdefault(_config_key(run, an.factors), []).append(run)
@@ -259,21 +266,19 @@ def _best_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
     best, second = ranked[0], ranked[1]
     a = prefix + _label(best, an.factors, groups[best][0].short_name)
     b = prefix + _label(second, an.factors, groups[second][0].short_name)
-    tested.update((_pair(groups[best], groups[second]), m) for m in _metrics(an))
     # settings one factor apart: this is also that factor's test (its own copy is skipped)
     apart = [p.name for p, x, y in zip(an.factors, best, second) if x != y]
     factor = apart[0] if len(apart) == 1 else None
-    claims = [_new_claim(an, "best", factor, a, b, m,
-                         compare(groups[best], groups[second], m, cache))
-              for m in _metrics(an)]
-    for claim in claims:
-        claim.pair = _pair(groups[best], groups[second])
-    return claims
+    pair = _pair(groups[best], groups[second])
+    return [_new_claim(an.study.name, "best", factor, a, b, m,
+                       compare(groups[best], groups[second], m, cache), pair=pair)
+            for m in _metrics(an)]
 
 
 def _factor_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
-                   cache: _PredictionCache, tested: set[tuple[frozenset, str]]
-                   ) -> list[Claim]:
+                   cache: _PredictionCache, done: set[frozenset]) -> list[Claim]:
+    """Each factor's levels at each setting of the others, on test accuracy; pairs of run
+    groups in ``done`` (best vs runner-up) are not tested again."""
     claims = []
     for p in an.factors:
         if p.continuous:
@@ -291,15 +296,14 @@ def _factor_claims(an: A.StudyAnalysis, runs: list[RunRecord], prefix: str,
             else:
                 sign = 1.0 if an.goal == "maximize" else -1.0
                 high, low = sorted(levels, key=lambda v: -sign * _mean(levels[v], an.metric))[:2]
-            if (_pair(levels[high], levels[low]), "test/acc") in tested:
-                # the same two groups as best vs runner-up: one test, counted once (a second
-                # copy would read as more evidence and weigh twice in the adjustment)
+            pair = _pair(levels[high], levels[low])
+            if pair in done:
                 continue
             at = prefix + _label(where, others, "")
-            claims.append(_new_claim(an, "factor_effect", p.name, p.label(high), p.label(low),
-                                     "test/acc", compare(levels[high], levels[low],
-                                                         "test/acc", cache), at.strip()))
-            claims[-1].pair = _pair(levels[high], levels[low])
+            claims.append(_new_claim(an.study.name, "factor_effect", p.name, p.label(high),
+                                     p.label(low), "test/acc",
+                                     compare(levels[high], levels[low], "test/acc", cache),
+                                     at.strip(), pair))
     return claims
 
 
@@ -311,9 +315,8 @@ def study_claims(an: A.StudyAnalysis) -> list[Claim]:
         if not runs:
             continue
         prefix = f"{dataset} " if dataset is not None else ""
-        tested: set[tuple[frozenset, str]] = set()
-        claims += _best_claims(an, runs, prefix, cache, tested)
-        claims += _factor_claims(an, runs, prefix, cache, tested)
+        best = _best_claims(an, runs, prefix, cache)
+        claims += best + _factor_claims(an, runs, prefix, cache, _tested_pairs(best))
     return _settle(claims)
 
 
@@ -324,12 +327,11 @@ def strategy_claims(rows: Sequence[A.StrategyRow], tested: Sequence[Claim] = ()
     The same tests as within a study (paired over shared seeds, else per image for one run
     each), adjusted together as one family. The configurations may differ in more than the
     strategy (the labels say how); the test compares them as they are. A pair of run groups
-    that a study's claims in ``tested`` already compared on test accuracy is left out: the
-    same test twice would read as two pieces of evidence.
+    that a study's claims in ``tested`` already compared on test accuracy is left out.
     """
     cache = _PredictionCache()
     claims: list[Claim] = []
-    done = {c.pair for c in tested if c.metric == "test/acc" and c.pair}
+    done = _tested_pairs(tested)
     for dataset in dict.fromkeys(r.dataset for r in rows):
         mine = [r for r in rows if r.dataset == dataset]
         for i, first in enumerate(mine):
@@ -338,18 +340,10 @@ def strategy_claims(rows: Sequence[A.StrategyRow], tested: Sequence[Claim] = ()
                     continue
                 # the better one on val first: the claim is about it
                 a, b = sorted((first, second), key=lambda r: -_mean(r.runs, "val/acc"))
-                result = compare(a.runs, b.runs, "test/acc", cache)
-                names = (f"{dataset} {a.strategy}", f"{dataset} {b.strategy}")
-                if result is None:
-                    claims.append(Claim("strategies", "strategy", "strategy", *names,
-                                        "test/acc", None, None, None, None, None, False, 0, 0,
-                                        UNAVAILABLE))
-                    continue
-                claims.append(Claim("strategies", "strategy", "strategy", *names, "test/acc",
-                                    result.effect, result.ci_low, result.ci_high,
-                                    result.p_value, None, False, result.n_images,
-                                    result.n_seeds, result.test, result=result,
-                                    pair=_pair(a.runs, b.runs)))
+                claims.append(_new_claim(
+                    "strategies", "strategy", "strategy", f"{dataset} {a.strategy}",
+                    f"{dataset} {b.strategy}", "test/acc",
+                    compare(a.runs, b.runs, "test/acc", cache), pair=_pair(a.runs, b.runs)))
     return _settle(claims)
 
 

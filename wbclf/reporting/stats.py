@@ -91,11 +91,10 @@ def _discordant_interval(only_a: int, only_b: int, n: int, confidence: float
     that of ``2 s - 1``, and the interval of ``s`` inverts the same binomial test as McNemar's
     exact p: the difference's interval excludes 0 exactly when p is below ``1 - confidence``.
     """
-    d = only_a + only_b
-    rate = binomtest(d, n).proportion_ci(confidence_level=confidence, method="exact") \
-        if n else None
-    if rate is None:
+    if n == 0:
         return math.nan, math.nan
+    d = only_a + only_b
+    rate = binomtest(d, n).proportion_ci(confidence_level=confidence, method="exact")
     if d == 0:
         return -rate.high, rate.high
     share = binomtest(only_a, d, 0.5).proportion_ci(confidence_level=confidence,
