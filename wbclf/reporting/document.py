@@ -318,8 +318,13 @@ def _line_factor(an: A.StudyAnalysis, x: A.Param) -> A.Param | None:
     return next((p for p in others if len(p.values) <= A.MAX_LEVELS), None)
 
 
+def _averaged_over(an: A.StudyAnalysis, shown: Sequence[str]) -> list[str]:
+    """The varied parameters a figure of ``shown`` averages over (datasets never are)."""
+    return [p.name for p in an.params if p.name not in shown and p.name != A.FACET]
+
+
 def _averaged_note(an: A.StudyAnalysis, shown: Sequence[str]) -> str:
-    rest = [p.name for p in an.params if p.name not in shown and p.name != A.FACET]
+    rest = _averaged_over(an, shown)
     if not rest:
         return ""
     return "Each point averages over " + ", ".join(rest) + " (error bars: ±1 std)."
@@ -383,9 +388,8 @@ def _study_section(b: _Builder, an: A.StudyAnalysis) -> None:
         b.add(Heading(3, "Width x depth", f"{key}-heatmap"))
         b.figure(F.heatmap_figure(an, names["width"], names["depth"], facets, an.metric),
                  f"{key}-width-depth.png", f"Mean {an.metric} in each width x depth cell"
-                 + (", over " + ", ".join(rest) if (rest := [
-                     p.name for p in an.params if p.name not in ("width", "depth", A.FACET)])
-                    else "") + "."
+                 + (", over " + ", ".join(rest) if (rest := _averaged_over(
+                     an, ("width", "depth"))) else "") + "."
                  + (" The colour scale spans at least a run's typical 95% interval, so cells "
                     "within noise of each other look alike." if any(
                         interval(r, an.metric) for r in an.finished) else "")
@@ -424,10 +428,9 @@ def _efficiency_section(b: _Builder, an: A.StudyAnalysis, key: str) -> None:
                  f"{key}-efficiency{('-' + slug(facet)) if facet else ''}.png",
                  f"{an.metric} against training images per strategy (log x; mean and ± 1 "
                  "std over its runs at each size"
-                 + (", whatever their " + ", ".join(others) if (others := [
-                     p.name for p in an.params
-                     if p.name not in ("strategy", "train_size", A.FACET, A.REPLICATE)])
-                    else "") + ")." + averaged_note(runs))
+                 + (", whatever their " + ", ".join(others) if (others := _averaged_over(
+                     an, ("strategy", "train_size", A.REPLICATE))) else "") + ")."
+                 + averaged_note(runs))
 
 
 def _per_class_section(b: _Builder, an: A.StudyAnalysis, key: str,
