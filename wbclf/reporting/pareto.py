@@ -55,9 +55,9 @@ def cost_findings(groups: Groups, metric: str, goal: str = "maximize") -> list[s
                 continue
             named = ", ".join(f"{r.short_name} ({metric} {r.value(metric):.3f} at "
                               f"{_amount(r.value(key), key)})" for r in front)
-            where = f"On {dataset}: p" if dataset is not None else "P"
+            where = f"On {dataset}: " if dataset is not None else ""
             # each run on its own, any margin: a run one image ahead is on the front
-            sentences.append(f"{where}areto-optimal on {metric} against {label} (single runs, "
+            sentences.append(f"{where}Pareto-optimal on {metric} against {label} (single runs, "
                              f"differences untested): {named}.")
     return sentences
 
